@@ -1,0 +1,42 @@
+# Two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DB ?= transactions.db
+DEMO_TRANSACTIONS ?= 200000
+DEMO_RATE ?= 20
+
+.PHONY: demo test test-fast lint format bench clean-venv
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	@test -f $(DB) || $(BIN)/python generate_database.py --db $(DB) \
+		--transactions $(DEMO_TRANSACTIONS) --seed 42 --end-date $$(date +%F)
+	$(BIN)/python live_feed_simulator.py --db $(DB) --rate $(DEMO_RATE)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_generator.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,3 @@
+from schemewatch.cli import main
+
+main()

@@ -1,0 +1,225 @@
+"""The `schemewatch` command line: a thin layer over the package.
+
+Each command opens the database, calls one function and turns a SchemewatchError into one line
+`Error: ...` with exit code 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from schemewatch.errors import SchemewatchError
+from schemewatch.settings import Settings, load_settings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def friendly_errors(command):
+    """Turn our typed errors into one clear line and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except SchemewatchError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+def db_option(command):
+    """--db PATH, defaulting to settings (SCHEMEWATCH_DB or transactions.db)."""
+    return click.option(
+        "--db",
+        "db_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="SQLite database file [default: transactions.db]",
+    )(command)
+
+
+def settings_for(db_path: Path | None) -> Settings:
+    return load_settings(db_path=db_path)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="schemewatch")
+def cli():
+    """Schemewatch: audit direct-benefit-transfer welfare payments."""
+
+
+@cli.command()
+@click.option(
+    "--transactions", "-n", type=click.IntRange(min=1), default=100_000, show_default=True
+)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option(
+    "--anomaly-rate",
+    type=click.FloatRange(0, 0.5),
+    default=0.01,
+    show_default=True,
+    help="Share of transactions that are injected fraud.",
+)
+@click.option(
+    "--end-date",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Last day (exclusive) of the generated year [default: 2026-10-31].",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@db_option
+@friendly_errors
+def generate(transactions, seed, anomaly_rate, end_date, quiet, db_path):
+    """Fill a new database with a year of synthetic scheme payments and labelled fraud."""
+    from tqdm import tqdm
+
+    from schemewatch import generator, store
+
+    settings = settings_for(db_path)
+    conn = store.open_database(settings.db_path, busy_timeout_ms=settings.busy_timeout_ms)
+    end = end_date.date() if end_date else generator.DEFAULT_END_DATE
+    generator.check_empty(conn)
+    with tqdm(total=transactions, unit="tx", disable=quiet, desc="storing", file=sys.stderr) as bar:
+        summary = generator.generate(
+            conn,
+            transactions=transactions,
+            seed=seed,
+            anomaly_rate=anomaly_rate,
+            end_date=end,
+            progress=bar.update,
+        )
+    click.echo(format_generation_summary(summary, settings.db_path))
+
+
+def format_generation_summary(summary, db_path: Path) -> str:
+    """Human-readable summary of a generator run."""
+    lines = [
+        f"Wrote {summary.transactions:,} transactions for {summary.beneficiaries:,} beneficiaries "
+        f"and {summary.payout_agents:,} payout agents to {db_path} in {summary.seconds:.1f} s "
+        f"({summary.transactions / max(summary.seconds, 1e-9):,.0f} rows/s).",
+        f"Injected anomalies: {sum(summary.anomalies.values()):,}",
+    ]
+    lines += [f"  {typology:<22} {count:>8,}" for typology, count in summary.anomalies.items()]
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.01),
+    default=5.0,
+    show_default=True,
+    help="Transactions per second.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Stop after this many seconds [default: run until Ctrl-C].",
+)
+@click.option("--anomaly-rate", type=click.FloatRange(0, 0.5), default=0.01, show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed for reproducible runs.")
+@click.option("--quiet", is_flag=True, help="No running counts.")
+@db_option
+@friendly_errors
+def feed(rate, duration, anomaly_rate, seed, quiet, db_path):
+    """Stream new transactions for existing beneficiaries at a steady rate (live demo)."""
+    from schemewatch import live_feed
+
+    settings = settings_for(db_path)
+    report = None if quiet else (lambda line: click.echo(line, err=True))
+    totals = live_feed.run(
+        settings.db_path,
+        rate=rate,
+        duration=duration,
+        anomaly_rate=anomaly_rate,
+        seed=seed,
+        report=report,
+    )
+    click.echo(
+        f"Inserted {totals.transactions:,} transactions ({totals.anomalies:,} injected anomalies)."
+    )
+
+
+@cli.command(name="import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--skip-invalid",
+    is_flag=True,
+    help="Load the valid rows; write rejected rows and reasons to a side file.",
+)
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where rejected rows go with --skip-invalid [default: FILE.rejected.csv].",
+)
+@db_option
+@friendly_errors
+def import_(csv_file, skip_invalid, rejects, db_path):
+    """Load a transaction extract (CSV); one bad row rejects the file unless --skip-invalid."""
+    from schemewatch import importer, store
+
+    settings = settings_for(db_path)
+    conn = store.open_database(settings.db_path, busy_timeout_ms=settings.busy_timeout_ms)
+    rejects = rejects or csv_file.with_name(csv_file.stem + ".rejected.csv")
+    result = importer.import_csv(conn, csv_file, skip_invalid=skip_invalid, rejects_path=rejects)
+    click.echo(
+        f"Imported {result.imported:,} transactions "
+        f"({result.new_beneficiaries:,} new beneficiaries registered) from {csv_file}."
+    )
+    if result.rejected:
+        click.echo(f"Rejected {result.rejected:,} rows; see {rejects}.")
+
+
+@cli.command()
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--from",
+    "date_from",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="First payment day (IST), inclusive.",
+)
+@click.option(
+    "--to",
+    "date_to",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Last payment day (IST), inclusive.",
+)
+@click.option("--scheme", default=None, help="Scheme code, e.g. PM_KISAN.")
+@click.option("--state", default=None, help="Beneficiary's home state, e.g. 'Bihar'.")
+@click.option(
+    "--with-labels",
+    is_flag=True,
+    help="Add the generator's ground-truth label columns (evaluation only).",
+)
+@db_option
+@friendly_errors
+def export(out_path, date_from, date_to, scheme, state, with_labels, db_path):
+    """Write filtered transactions to CSV, streamed."""
+    from schemewatch import exporter, store
+
+    settings = settings_for(db_path)
+    conn = store.connect(settings.db_path, readonly=True)
+    filters = exporter.filters_from(
+        date_from.date() if date_from else None, date_to.date() if date_to else None, scheme, state
+    )
+    count = exporter.export_csv(conn, out_path, filters, with_labels=with_labels)
+    click.echo(f"Exported {count:,} transactions to {out_path}.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point for `schemewatch` and `python -m schemewatch`."""
+    cli.main(args=argv, prog_name="schemewatch")
+
+
+def run_script(command: str) -> None:
+    """Entry point for the top-level scripts: `python generate_database.py ARGS`."""
+    cli.main(args=[command, *sys.argv[1:]], prog_name=Path(sys.argv[0]).name)

@@ -1,0 +1,32 @@
+"""Typed errors. The CLI and the dashboard turn each into one clear line."""
+
+
+class SchemewatchError(Exception):
+    """Base class for every error an auditor or operator may see."""
+
+
+class DatabaseError(SchemewatchError):
+    """The database is missing, locked, or not a Schemewatch database."""
+
+
+class SchemaVersionError(DatabaseError):
+    """The database was written by a newer Schemewatch than this one."""
+
+
+class ImportRejected(SchemewatchError):
+    """A CSV extract failed validation; nothing was written."""
+
+    def __init__(self, problems: list, total_rows: int):
+        self.problems = problems
+        self.total_rows = total_rows
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        super().__init__(f"{first}{more}; nothing was imported")
+
+
+class GenerationError(SchemewatchError):
+    """The generator was asked for something it cannot build."""
+
+
+class FeedExhausted(SchemewatchError):
+    """Every enrolled beneficiary has been paid for the current periods."""

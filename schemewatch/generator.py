@@ -1,0 +1,248 @@
+"""Fill a database with a seeded synthetic year of scheme payments and labelled injected fraud."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+
+from schemewatch import schemes, store
+from schemewatch.errors import GenerationError
+from schemewatch.payments import LABELS, NO_AGENT, TYPOLOGIES, Payments
+from schemewatch.population import ELDER, World, build_world
+from schemewatch.schedule import day_number, normal_payments
+from schemewatch.typologies import INJECTORS, Pool
+
+DEFAULT_ANOMALY_RATE = 0.01
+DEFAULT_END_DATE = date(2026, 10, 31)
+PAYMENTS_PER_BENEFICIARY_GUESS = 6.0
+WRITE_CHUNK = 100_000
+
+
+@dataclass(frozen=True)
+class GenerationSummary:
+    """What a generator run wrote."""
+
+    transactions: int
+    beneficiaries: int
+    payout_agents: int
+    anomalies: dict[str, int]
+    seconds: float
+
+
+def typology_budgets(total_anomalies: int) -> dict[str, int]:
+    """Split the anomaly budget evenly across typologies (remainder to the first ones)."""
+    share, extra = divmod(total_anomalies, len(TYPOLOGIES))
+    return {t: share + (1 if i < extra else 0) for i, t in enumerate(TYPOLOGIES)}
+
+
+def build_payments(
+    seed: int, transactions: int, anomaly_rate: float, end_date: date, days: int = 365
+) -> tuple[World, Payments]:
+    """The world and exactly `transactions` payments (honest and labelled fraud), in time order."""
+    if transactions < 1:
+        raise GenerationError("--transactions must be at least 1")
+    if not 0 <= anomaly_rate <= 0.5:
+        raise GenerationError("--anomaly-rate must be between 0 and 0.5")
+    rng = np.random.default_rng(seed)
+    end_day = day_number(end_date)
+    start_day = end_day - days
+    budgets = typology_budgets(round(transactions * anomaly_rate))
+    world, honest = _honest_year(rng, transactions, start_day, end_day)
+    pool = Pool(
+        honest,
+        np.ones(len(honest), bool),
+        start_day * schemes.DAY - schemes.IST_OFFSET_SECONDS,
+        end_day * schemes.DAY - schemes.IST_OFFSET_SECONDS,
+    )
+    injections = [INJECTORS[t](rng, world, pool, budgets[t]) for t in TYPOLOGIES]
+    return world, _exactly(rng, transactions, pool, injections)
+
+
+def _honest_year(rng, transactions: int, start_day: int, end_day: int) -> tuple[World, Payments]:
+    """A world big enough that its honest year holds at least `transactions` payments."""
+    population = max(30, int(transactions / PAYMENTS_PER_BENEFICIARY_GUESS * 1.2))
+    for _attempt in range(6):
+        world = build_world(rng, population, start_day)
+        _honest_deaths(rng, world, start_day, end_day)
+        honest = normal_payments(rng, world, start_day, end_day)
+        if len(honest) >= transactions * 1.02 + 50:
+            return world, honest
+        population = int(population * 1.5 * (transactions + 50) / max(len(honest), 1)) + 10
+    raise GenerationError(f"could not build a population for {transactions} transactions")
+
+
+def _honest_deaths(rng, world: World, start_day: int, end_day: int) -> None:
+    """About 1.5% of elderly beneficiaries die during the year; their payments then stop."""
+    dies = (world.persona == ELDER) & (rng.random(world.size) < 0.015)
+    world.death_day[dies] = rng.integers(start_day, end_day, dies.sum())
+
+
+def _exactly(rng, transactions: int, pool: Pool, injections) -> Payments:
+    """Injected rows, the honest rows they rely on, and enough other honest rows to total N."""
+    consumed = np.zeros(len(pool.payments), bool)
+    for injection in injections:
+        consumed[injection.consumed] = True
+    required = ~pool.free & ~consumed
+    injected = Payments.concat([i.rows for i in injections])
+    room = transactions - len(injected) - int(required.sum())
+    optional = np.flatnonzero(pool.free)
+    if room < 0 or room > len(optional):
+        raise GenerationError("anomaly rate too high for this many transactions")
+    keep = required.copy()
+    keep[rng.choice(optional, size=room, replace=False)] = True
+    return Payments.concat([pool.payments.take(keep), injected]).sorted_by_time()
+
+
+def generate(
+    conn: sqlite3.Connection,
+    *,
+    transactions: int,
+    seed: int,
+    anomaly_rate: float = DEFAULT_ANOMALY_RATE,
+    end_date: date = DEFAULT_END_DATE,
+    progress=None,
+) -> GenerationSummary:
+    """Generate and store a synthetic year; refuses a database that already holds payments."""
+    started = time.perf_counter()
+    check_empty(conn)
+    world, payments = build_payments(seed, transactions, anomaly_rate, end_date)
+    with store.write_transaction(conn), store.bulk_load(conn):
+        write_world(conn, world, end_day=day_number(end_date))
+        write_payments(conn, world, payments, first_id=1, progress=progress)
+        store.set_metadata(conn, "generator_seed", str(seed))
+        store.set_metadata(conn, "generator_end_date", end_date.isoformat())
+    return GenerationSummary(
+        transactions=len(payments),
+        beneficiaries=world.size,
+        payout_agents=len(world.agent_ids),
+        anomalies=store.typology_counts(conn),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def check_empty(conn: sqlite3.Connection) -> None:
+    """The generator only fills a new, empty database."""
+    if store.count_rows(conn, store.TRANSACTIONS) or store.count_rows(conn, store.BENEFICIARIES):
+        raise GenerationError("the database already holds data; give a new --db path")
+
+
+def _iso_days(days: np.ndarray) -> list:
+    text = np.datetime_as_string(np.asarray(days, dtype="int64").astype("datetime64[D]"))
+    return [None if d < 0 else t for d, t in zip(days.tolist(), text.tolist(), strict=True)]
+
+
+def write_world(conn: sqlite3.Connection, world: World, end_day: int) -> None:
+    """Store beneficiaries, enrolments and payout agents."""
+    write_beneficiaries(conn, world, np.arange(world.size), end_day)
+    write_enrolments(conn, world, np.arange(len(world.enrolment_beneficiary)))
+    write_agents(conn, world)
+
+
+def write_beneficiaries(conn, world: World, index: np.ndarray, end_day: int) -> None:
+    """Store some beneficiaries of the world (by index) in the registry."""
+    districts, district = world.districts, world.district[index]
+    death_day = world.death_day[index]
+    deceased = (death_day >= 0) & (death_day < end_day)
+    accounts = np.array(world.account_ids)[world.account[index]]
+    store.insert_beneficiaries(
+        conn,
+        zip(
+            world.beneficiary_ids[index].tolist(),
+            districts.state[district].tolist(),
+            districts.name[district].tolist(),
+            world.home_lat[index].tolist(),
+            world.home_lon[index].tolist(),
+            accounts.tolist(),
+            [mask_account(a) for a in accounts.tolist()],
+            world.phone_hash[index].tolist(),
+            np.array(world.operator_ids)[world.operator[index]].tolist(),
+            _iso_days(world.enrolled_day[index]),
+            np.where(deceased, "deceased", "active").tolist(),
+            _iso_days(np.where(deceased, death_day, -1)),
+            [store.now()] * len(index),
+            strict=True,
+        ),
+    )
+
+
+def write_enrolments(conn, world: World, index: np.ndarray) -> None:
+    """Store some enrolments of the world (by index)."""
+    store.insert_enrolments(
+        conn,
+        zip(
+            world.beneficiary_ids[world.enrolment_beneficiary[index]].tolist(),
+            np.array(schemes.SCHEME_CODES)[world.enrolment_scheme[index]].tolist(),
+            np.round(world.enrolment_entitlement[index], 2).tolist(),
+            _iso_days(world.enrolment_day[index]),
+            strict=True,
+        ),
+    )
+
+
+def write_agents(conn, world: World) -> None:
+    """Store the payout agents."""
+    districts = world.districts
+    store.insert_agents(
+        conn,
+        zip(
+            world.agent_ids.tolist(),
+            districts.state[world.agent_district].tolist(),
+            districts.name[world.agent_district].tolist(),
+            world.agent_lat.tolist(),
+            world.agent_lon.tolist(),
+            world.agent_market_weekday.tolist(),
+            strict=True,
+        ),
+    )
+
+
+def mask_account(account_id: str) -> str:
+    """Only the last four characters of an account reference are ever shown."""
+    return "X" * max(0, len(account_id) - 4) + account_id[-4:]
+
+
+def payment_rows(world: World, payments: Payments, first_id: int) -> tuple[list, list]:
+    """Store-ready transaction tuples and ground-truth tuples for a batch of payments."""
+    n = len(payments)
+    ids = list(range(first_id, first_id + n))
+    agent_ids = np.append(world.agent_ids, None).astype(object)
+    district = world.district[payments.beneficiary]
+    columns = (
+        ids,
+        [None] * n,
+        world.beneficiary_ids[payments.beneficiary].tolist(),
+        np.array(schemes.SCHEME_CODES)[payments.scheme].tolist(),
+        payments.period.tolist(),
+        payments.amount.tolist(),
+        payments.paid_at.tolist(),
+        payments.latitude.tolist(),
+        payments.longitude.tolist(),
+        np.array(world.account_ids)[payments.account].tolist(),
+        agent_ids[
+            np.where(payments.agent == NO_AGENT, len(world.agent_ids), payments.agent)
+        ].tolist(),
+        np.array(schemes.CHANNELS)[payments.channel].tolist(),
+        world.districts.state[district].tolist(),
+        world.districts.name[district].tolist(),
+        [store.now()] * n,
+    )
+    labelled = np.flatnonzero(payments.label > 0)
+    truth = [
+        (ids[i], LABELS[payments.label[i]], f"G{payments.group[i]:06d}") for i in labelled.tolist()
+    ]
+    return list(zip(*columns, strict=True)), truth
+
+
+def write_payments(conn, world: World, payments: Payments, first_id: int, progress=None) -> None:
+    """Store payments and their labels, in chunks (inside the caller's write transaction)."""
+    for start in range(0, len(payments), WRITE_CHUNK):
+        chunk = payments.take(slice(start, start + WRITE_CHUNK))
+        rows, truth = payment_rows(world, chunk, first_id + start)
+        store.insert_transactions(conn, rows)
+        store.insert_ground_truth(conn, truth)
+        if progress is not None:
+            progress(len(chunk))

@@ -1,0 +1,431 @@
+"""A live feed of new payments for existing beneficiaries, with the same fraud typologies injected.
+
+Each honest payment settles an enrolment's instalment for the current period (the feed never pays
+the same instalment twice unless it is injecting a duplicate). `LiveFeed.tick()` emits one batch;
+`run()` only paces ticks, prints running counts and stops cleanly on Ctrl-C or at `--duration`.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from schemewatch import generator, schemes, store
+from schemewatch.errors import FeedExhausted
+from schemewatch.geography import haversine_km, load_districts, nearest_district
+from schemewatch.payments import LABELS, Payments
+from schemewatch.population import World
+from schemewatch.schedule import BANK, day_number, settle
+from schemewatch.typologies import enrol_ghosts, inflate_amounts, send_far_away
+
+LIVE_SCHEMES = (schemes.PM_KISAN, schemes.OLD_AGE_PENSION, schemes.MGNREGA, schemes.SCHOLARSHIP)
+DAY = schemes.DAY
+
+
+@dataclass
+class FeedTotals:
+    """Running counts of what the feed has written."""
+
+    transactions: int = 0
+    anomalies: int = 0
+    by_typology: Counter = field(default_factory=Counter)
+
+    def add(self, payments: Payments) -> None:
+        labels = payments.label[payments.label > 0]
+        self.transactions += len(payments)
+        self.anomalies += len(labels)
+        self.by_typology.update(LABELS[i] for i in labels.tolist())
+
+
+def _day(text: str | None) -> int:
+    return -1 if not text else day_number(date.fromisoformat(text))
+
+
+def world_from_registry(registry: dict, rng) -> World:
+    """Rebuild a World from the registry tables so the feed can pay existing beneficiaries."""
+    districts = load_districts()
+    district_index = {
+        (s, d): i for i, (s, d) in enumerate(zip(districts.state, districts.name, strict=True))
+    }
+
+    def locate(state, district, lat, lon) -> int:
+        found = district_index.get((state, district))
+        return found if found is not None else nearest_district(lat, lon)
+
+    people, agents = registry["beneficiaries"], registry["agents"]
+    accounts = sorted({p["account_id"] or f"NOACCOUNT-{p['beneficiary_id']}" for p in people})
+    account_index = {a: i for i, a in enumerate(accounts)}
+    operators = sorted({p["enrolled_by"] or "unknown" for p in people})
+    operator_index = {o: i for i, o in enumerate(operators)}
+    district = np.array(
+        [
+            locate(p["state"], p["district"], p["home_latitude"], p["home_longitude"])
+            for p in people
+        ],
+        dtype=np.int64,
+    )
+    agent_district = np.array(
+        [locate(a["state"], a["district"], a["latitude"], a["longitude"]) for a in agents],
+        dtype=np.int64,
+    )
+    agent_lat = np.array([a["latitude"] for a in agents], dtype=float)
+    agent_lon = np.array([a["longitude"] for a in agents], dtype=float)
+    home_lat = np.array([p["home_latitude"] for p in people], dtype=float)
+    home_lon = np.array([p["home_longitude"] for p in people], dtype=float)
+    position = {p["beneficiary_id"]: i for i, p in enumerate(people)}
+    enrolments = registry["enrolments"]
+    scheme = np.array([schemes.SCHEME_CODES.index(e["scheme"]) for e in enrolments], dtype=np.int8)
+    return World(
+        districts=districts,
+        beneficiary_ids=np.array([p["beneficiary_id"] for p in people]),
+        district=district,
+        home_lat=home_lat,
+        home_lon=home_lon,
+        account=np.array(
+            [account_index[p["account_id"] or f"NOACCOUNT-{p['beneficiary_id']}"] for p in people],
+            dtype=np.int64,
+        ),
+        phone_hash=np.array([p["phone_hash"] or "" for p in people]),
+        operator=np.array(
+            [operator_index[p["enrolled_by"] or "unknown"] for p in people], dtype=np.int64
+        ),
+        enrolled_day=np.array([_day(p["enrolled_on"]) for p in people], dtype=np.int64),
+        death_day=np.array([_day(p["date_of_death"]) for p in people], dtype=np.int64),
+        persona=np.full(len(people), 2),
+        home_agent=_nearest_agents(
+            rng, district, home_lat, home_lon, agent_district, agent_lat, agent_lon
+        ),
+        away_agent=np.full(len(people), -1, dtype=np.int64),
+        agent_ids=np.array([a["agent_id"] for a in agents]),
+        agent_district=agent_district,
+        agent_lat=agent_lat,
+        agent_lon=agent_lon,
+        agent_market_weekday=np.array([a["market_weekday"] or 0 for a in agents], dtype=np.int64),
+        operator_ids=operators,
+        account_ids=accounts,
+        enrolment_beneficiary=np.array(
+            [position[e["beneficiary_id"]] for e in enrolments], dtype=np.int64
+        ),
+        enrolment_scheme=scheme,
+        enrolment_entitlement=np.array([e["entitlement"] for e in enrolments], dtype=float),
+        enrolment_channel=_preferred_channels(rng, scheme, have_agents=len(agents) > 0),
+        enrolment_day=np.array([_day(e["enrolled_on"]) for e in enrolments], dtype=np.int64),
+    )
+
+
+def _nearest_agents(rng, district, lat, lon, agent_district, agent_lat, agent_lon) -> np.ndarray:
+    """A random agent of the beneficiary's district, else the nearest agent anywhere."""
+    chosen = np.full(len(district), -1, dtype=np.int64)
+    if len(agent_district) == 0:
+        return chosen
+    for d in np.unique(district):
+        rows = np.flatnonzero(district == d)
+        local = np.flatnonzero(agent_district == d)
+        if len(local):
+            chosen[rows] = local[rng.integers(0, len(local), len(rows))]
+        else:
+            for r in rows:
+                chosen[r] = int(np.argmin(haversine_km(lat[r], lon[r], agent_lat, agent_lon)))
+    return chosen
+
+
+def _preferred_channels(rng, scheme: np.ndarray, have_agents: bool) -> np.ndarray:
+    channel = np.full(len(scheme), BANK, dtype=np.int8)
+    if not have_agents:
+        return channel
+    for index, code in enumerate(schemes.SCHEME_CODES):
+        rows = np.flatnonzero(scheme == index)
+        names, shares = zip(*schemes.SCHEMES[code].channel_mix, strict=True)
+        options = [schemes.CHANNELS.index(c) for c in names]
+        channel[rows] = rng.choice(options, size=len(rows), p=shares)
+    return channel
+
+
+class LiveFeed:
+    """Pays the current period's instalments of unpaid enrolments, a batch per tick."""
+
+    def __init__(
+        self, conn, *, anomaly_rate: float = 0.01, seed: int | None = None, clock=store.now
+    ):
+        self.conn = conn
+        self.rng = np.random.default_rng(seed)
+        self.clock = clock
+        self.anomaly_rate = anomaly_rate
+        self.world = world_from_registry(store.load_registry(conn), self.rng)
+        if len(self.world.enrolment_scheme) == 0:
+            raise FeedExhausted("the database has no enrolled beneficiaries; generate one first")
+        self.totals = FeedTotals()
+        self.anomaly_credit = 0.0
+        self.owed_rows = 0
+        self.next_group = 1 + store.max_group_number(conn)
+        self.periods: dict[str, str] = {}
+        self._refresh_pools(int(self.clock()))
+
+    # pools -----------------------------------------------------------------------------------
+    def _refresh_pools(self, now: int) -> None:
+        """Unpaid living enrolments for each live scheme's current period, in random order."""
+        self.periods = {code: schemes.period_for_payment(code, now) for code in LIVE_SCHEMES}
+        paid = store.paid_in_periods(self.conn, self.periods)
+        world = self.world
+        codes = np.array(schemes.SCHEME_CODES)[world.enrolment_scheme]
+        ids = world.beneficiary_ids[world.enrolment_beneficiary]
+        live = np.isin(codes, LIVE_SCHEMES) & (world.death_day[world.enrolment_beneficiary] < 0)
+        already = np.array(
+            [(b, s) in paid for b, s in zip(ids.tolist(), codes.tolist(), strict=True)], bool
+        )
+        self.pool = self.rng.permutation(np.flatnonzero(live & ~already))
+        self.used = np.zeros(len(self.pool), bool)
+        self.cursor = 0
+        self.paid_enrolments = list(np.flatnonzero(live & already))
+
+    def _take(self, count: int, where=None) -> np.ndarray:
+        """Up to `count` unpaid enrolments (optionally only those where `where(enrolments)`)."""
+        if where is None:
+            chosen = []
+            while len(chosen) < count and self.cursor < len(self.pool):
+                if not self.used[self.cursor]:
+                    chosen.append(self.cursor)
+                self.cursor += 1
+            chosen = np.array(chosen, dtype=np.int64)
+        else:
+            open_slots = np.flatnonzero(~self.used)
+            chosen = open_slots[where(self.pool[open_slots])][:count]
+        self.used[chosen] = True
+        enrolments = self.pool[chosen]
+        self.paid_enrolments.extend(enrolments.tolist())
+        return enrolments
+
+    # payments ------------------------------------------------------------------------------
+    def _pay(self, enrolments: np.ndarray, now: int, periods=None) -> Payments:
+        """Honest-looking payments of these enrolments' current instalments, made now."""
+        world, rng = self.world, self.rng
+        scheme = world.enrolment_scheme[enrolments]
+        codes = np.array(schemes.SCHEME_CODES)[scheme]
+        if periods is None:
+            periods = np.array(
+                [self.periods.get(c) or schemes.period_for_payment(c, now) for c in codes], object
+            )
+        amount = world.enrolment_entitlement[enrolments].copy()
+        wages = codes == schemes.MGNREGA
+        amount[wages] = (
+            amount[wages] / schemes.MGNREGA_DAYS_PER_MUSTER_ROLL * rng.integers(2, 15, wages.sum())
+        )
+        today = (now + schemes.IST_OFFSET_SECONDS) // DAY
+        rows = settle(
+            rng,
+            world,
+            enrolments,
+            np.full(len(enrolments), today),
+            np.asarray(periods, object),
+            amount,
+        )
+        rows.paid_at[:] = now
+        return rows
+
+    def _group(self) -> int:
+        self.next_group += 1
+        return self.next_group - 1
+
+    def _inject(self, typology: str, now: int, writes: dict) -> Payments | None:
+        """One group of labelled fraud, paid now; registry changes go into `writes`."""
+        rng, world = self.rng, self.world
+        if typology in ("over_entitlement", "geo_mismatch", "off_cycle", "payment_after_death"):
+            enrolment = self._take(1)
+            if len(enrolment) == 0:
+                return None
+            scheme = schemes.SCHEME_CODES[world.enrolment_scheme[enrolment[0]]]
+            periods = None
+            if typology == "off_cycle":
+                periods = [schemes.period_for_payment(scheme, now - 400 * DAY)]
+            rows = self._pay(enrolment, now, periods)
+            if typology == "over_entitlement":
+                inflate_amounts(rng, world, rows)
+            elif typology == "geo_mismatch":
+                if len(world.agent_ids) == 0:
+                    return None
+                send_far_away(rng, world, rows)
+            elif typology == "payment_after_death":
+                beneficiary = int(rows.beneficiary[0])
+                died = (now // DAY) - int(rng.integers(60, 400))
+                world.death_day[beneficiary] = died
+                writes["deaths"].append(
+                    (
+                        world.beneficiary_ids[beneficiary],
+                        date.fromordinal(date(1970, 1, 1).toordinal() + died).isoformat(),
+                    )
+                )
+        elif typology == "duplicate_instalment":
+            if not self.paid_enrolments:
+                return None
+            enrolment = np.array([self.paid_enrolments[rng.integers(0, len(self.paid_enrolments))]])
+            rows = self._pay(enrolment, now)
+        elif typology == "burst":
+            enrolment = self._take(1)
+            if len(enrolment) == 0:
+                return None
+            size = int(rng.integers(5, 13))
+            scheme = schemes.SCHEME_CODES[world.enrolment_scheme[enrolment[0]]]
+            periods = [schemes.period_for_payment(scheme, now - k * 31 * DAY) for k in range(size)]
+            rows = self._pay(np.repeat(enrolment, size), now, periods)
+            rows.paid_at[:] = now + np.arange(size)
+        elif typology == "shared_account_ring":
+            seed = self._take(1)
+            if len(seed) == 0:
+                return None
+            district = world.district[world.enrolment_beneficiary[seed[0]]]
+            members = self._take(
+                int(rng.integers(7, 15)),
+                where=lambda e: world.district[world.enrolment_beneficiary[e]] == district,
+            )
+            rows = self._pay(np.r_[seed, members], now)
+            rows.account[:] = world.new_account()
+        elif typology == "agent_collusion":
+            if len(world.agent_ids) == 0:
+                return None
+            agent = int(rng.integers(0, len(world.agent_ids)))
+            local_hour = ((now + schemes.IST_OFFSET_SECONDS) % DAY) / 3600
+            night = local_hour >= 22 or local_hour < 5
+
+            def far_from_agent(e):
+                b = world.enrolment_beneficiary[e]
+                d = haversine_km(
+                    world.home_lat[b],
+                    world.home_lon[b],
+                    world.agent_lat[agent],
+                    world.agent_lon[agent],
+                )
+                return d < 150 if night else d > 300
+
+            enrolments = self._take(int(rng.integers(10, 31)), where=far_from_agent)
+            if len(enrolments) == 0:
+                return None
+            rows = self._pay(enrolments, now)
+            rows.paid_at[:] = now + np.cumsum(rng.integers(5, 40, len(rows)))
+            rows.agent[:], rows.channel[:] = agent, schemes.CHANNELS.index("AEPS")
+            rows.latitude[:], rows.longitude[:] = world.agent_lat[agent], world.agent_lon[agent]
+        elif typology == "ghost_beneficiary":
+            first_person = world.size
+            new = enrol_ghosts(
+                rng, world, int(rng.integers(10, 21)), (now // DAY) - int(rng.integers(30, 90))
+            )
+            writes["people"].append(np.arange(first_person, world.size))
+            writes["enrolments"].append(new)
+            rows = self._pay(new, now)
+        else:
+            raise ValueError(typology)
+        rows.mark(typology, self._group())
+        return rows
+
+    def tick(self, count: int) -> Payments:
+        """Write about `count` new payments (honest and injected) in one transaction."""
+        now = int(self.clock())
+        if {c: schemes.period_for_payment(c, now) for c in LIVE_SCHEMES} != self.periods:
+            self._refresh_pools(now)
+        writes = {"people": [], "enrolments": [], "deaths": []}
+        parts = []
+        self.anomaly_credit += count * self.anomaly_rate
+        typologies = LABELS[1:]
+        while self.anomaly_credit >= 1:
+            rows = self._inject(typologies[self.rng.integers(0, len(typologies))], now, writes)
+            if rows is not None and len(rows):
+                parts.append(rows)
+                self.anomaly_credit -= len(rows)
+        injected = sum(len(p) for p in parts)
+        honest = count - injected - self.owed_rows
+        self.owed_rows = max(0, -honest)
+        if honest > 0:
+            enrolments = self._take(honest)
+            if len(enrolments) == 0 and not parts:
+                raise FeedExhausted(
+                    "every enrolled beneficiary has been paid for the current period; "
+                    f"stopped after {self.totals.transactions:,} transactions"
+                )
+            if len(enrolments):
+                parts.append(self._pay(enrolments, now))
+        batch = Payments.concat(parts).sorted_by_time() if parts else Payments.empty()
+        self._write(batch, writes)
+        self.totals.add(batch)
+        return batch
+
+    def _write(self, batch: Payments, writes: dict) -> None:
+        with store.write_transaction(self.conn):
+            for people in writes["people"]:
+                generator.write_beneficiaries(self.conn, self.world, people, end_day=10**9)
+            for enrolments in writes["enrolments"]:
+                generator.write_enrolments(self.conn, self.world, enrolments)
+            for beneficiary_id, died in writes["deaths"]:
+                store.mark_deceased(self.conn, str(beneficiary_id), died)
+            if len(batch):
+                first_id = store.next_transaction_id(self.conn)
+                generator.write_payments(self.conn, self.world, batch, first_id)
+
+
+def _max_group(conn) -> int:
+    row = conn.execute(
+        "SELECT MAX(CAST(SUBSTR(group_id, 2) AS INTEGER)) FROM ground_truth"
+    ).fetchone()
+    return row[0] or 0
+
+
+class _StopRequested(Exception):
+    pass
+
+
+def run(
+    db_path: Path,
+    *,
+    rate: float,
+    duration: float | None = None,
+    anomaly_rate: float = 0.01,
+    seed: int | None = None,
+    report=None,
+    report_every: float = 5.0,
+) -> FeedTotals:
+    """Emit `rate` payments per second until `duration` passes, Ctrl-C, SIGTERM or exhaustion."""
+    conn = store.open_database(db_path)
+    feed = LiveFeed(conn, anomaly_rate=anomaly_rate, seed=seed)
+    tick_seconds = max(0.05, min(1.0, 1.0 / rate)) if rate < 20 else 0.1
+    started = time.monotonic()
+    emitted, last_report = 0, started
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        while duration is None or time.monotonic() - started < duration:
+            due = int(rate * (time.monotonic() - started)) - emitted
+            if due > 0:
+                feed.tick(due)
+                emitted += due
+            if report and time.monotonic() - last_report >= report_every:
+                last_report = time.monotonic()
+                report(_running_line(feed.totals, last_report - started))
+            time.sleep(tick_seconds)
+        final = int(rate * duration) - emitted if duration is not None else 0
+        if final > 0:
+            feed.tick(final)
+    except (KeyboardInterrupt, _StopRequested):
+        pass
+    except FeedExhausted as exc:
+        if report:
+            report(str(exc))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        conn.close()
+    if report:
+        report(_running_line(feed.totals, time.monotonic() - started) + " (stopped)")
+    return feed.totals
+
+
+def _raise_stop(signum, frame):
+    raise _StopRequested()
+
+
+def _running_line(totals: FeedTotals, elapsed: float) -> str:
+    return (
+        f"{elapsed:7.1f} s  {totals.transactions:>9,} transactions  "
+        f"{totals.transactions / max(elapsed, 1e-9):8.1f}/s  {totals.anomalies:>6,} anomalies"
+    )

@@ -1,0 +1,272 @@
+"""Normal, honest payments: each scheme's instalments paid on its own calendar, with real variety.
+
+Variety that a fraud detector must not mistake for fraud: late and very late instalments, night-time
+bank batch credits, agents paying out crowds on market day, migrants drawing money in distant
+cities, two MGNREGA muster rolls in one fortnight, pension arrears of two months at once, and the
+instalment due for the month someone died being paid after their death.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+
+from schemewatch import schemes
+from schemewatch.payments import NO_AGENT, Payments
+from schemewatch.population import World
+
+EPOCH = date(1970, 1, 1)
+BANK = schemes.CHANNELS.index("BANK")
+POST = schemes.CHANNELS.index("POST")
+AEPS = schemes.CHANNELS.index("AEPS")
+
+
+def day_number(day: date) -> int:
+    """Days since 1970-01-01."""
+    return (day - EPOCH).days
+
+
+def to_date(day_number_: int) -> date:
+    """Inverse of day_number."""
+    return EPOCH + timedelta(days=int(day_number_))
+
+
+def weekday_of(days: np.ndarray) -> np.ndarray:
+    """Monday = 0 for day numbers (1970-01-01 was a Thursday)."""
+    return (np.asarray(days) + 3) % 7
+
+
+def normal_payments(
+    rng: np.random.Generator, world: World, start_day: int, end_day: int, enrolments=None
+) -> Payments:
+    """Every scheduled instalment paid in [start_day, end_day), in time order, unlabelled.
+
+    `enrolments` restricts the schedule to some enrolment indexes (default: all).
+    """
+    chosen = np.ones(len(world.enrolment_scheme), bool)
+    if enrolments is not None:
+        chosen[:] = False
+        chosen[enrolments] = True
+    builders = {
+        schemes.PM_KISAN: _pm_kisan,
+        schemes.OLD_AGE_PENSION: _pension,
+        schemes.MGNREGA: _mgnrega,
+        schemes.SCHOLARSHIP: _scholarship,
+        schemes.PMAY_G: _housing,
+    }
+    parts = []
+    for code, build in builders.items():
+        scheme = schemes.SCHEME_CODES.index(code)
+        enrolments = np.flatnonzero((world.enrolment_scheme == scheme) & chosen)
+        if len(enrolments):
+            enrolment, day, period, amount = build(rng, world, enrolments, start_day, end_day)
+            keep = (day >= start_day - 7) & (day < end_day)
+            paid = settle(rng, world, enrolment[keep], day[keep], period[keep], amount[keep])
+            parts.append(paid.take(_inside(paid.paid_at, start_day, end_day)))
+    return Payments.concat(parts).sorted_by_time() if parts else Payments.empty()
+
+
+def _inside(paid_at: np.ndarray, start_day: int, end_day: int) -> np.ndarray:
+    local_day = (paid_at + schemes.IST_OFFSET_SECONDS) // schemes.DAY
+    return (local_day >= start_day) & (local_day < end_day)
+
+
+def settle(rng, world: World, enrolment, day, period, amount) -> Payments:
+    """Turn scheduled instalments into payments: channel, agent, place and time of day."""
+    beneficiary = world.enrolment_beneficiary[enrolment]
+    channel = world.enrolment_channel[enrolment].copy()
+    agent = np.where(channel == BANK, NO_AGENT, world.home_agent[beneficiary])
+    elsewhere = (agent != NO_AGENT) & (rng.random(len(agent)) < 0.02)
+    agent[elsewhere] = _nearby_agent(rng, world, world.district[beneficiary[elsewhere]])
+    migrant = (world.away_agent[beneficiary] >= 0) & (
+        world.enrolment_scheme[enrolment] == schemes.SCHEME_CODES.index(schemes.PM_KISAN)
+    )
+    channel[migrant], agent[migrant] = AEPS, world.away_agent[beneficiary[migrant]]
+    has_agent = agent != NO_AGENT
+    day = np.where(has_agent, _next_market_day(rng, world, agent, day), day)
+    seconds = np.where(has_agent, _counter_hours(rng, len(day)), _bank_batch_hours(rng, len(day)))
+    at_agent_point = has_agent & (channel != POST)
+    lat = np.where(at_agent_point, world.agent_lat[agent], world.home_lat[beneficiary])
+    lon = np.where(at_agent_point, world.agent_lon[agent], world.home_lon[beneficiary])
+    n = len(day)
+    return Payments(
+        beneficiary=beneficiary.astype(np.int64),
+        scheme=world.enrolment_scheme[enrolment].astype(np.int8),
+        period=period.astype(object),
+        amount=np.round(amount.astype(float), 2),
+        paid_at=(day.astype(np.int64) * schemes.DAY + seconds - schemes.IST_OFFSET_SECONDS),
+        latitude=lat,
+        longitude=lon,
+        account=world.account[beneficiary].astype(np.int64),
+        agent=agent.astype(np.int64),
+        channel=channel.astype(np.int8),
+        label=np.zeros(n, np.int8),
+        group=np.full(n, -1, np.int64),
+    )
+
+
+def _nearby_agent(rng, world: World, district: np.ndarray) -> np.ndarray:
+    """An agent in another district of the same state (people travel to markets)."""
+    state = world.districts.state
+    agents_state = state[world.agent_district]
+    chosen = np.empty(len(district), np.int64)
+    for d in np.unique(district):
+        pool = np.flatnonzero(agents_state == state[d])
+        rows = np.flatnonzero(district == d)
+        chosen[rows] = pool[rng.integers(0, len(pool), len(rows))]
+    return chosen
+
+
+def _next_market_day(rng, world: World, agent, day) -> np.ndarray:
+    """Most people go to their agent on market day; some on another day soon after."""
+    safe_agent = np.maximum(agent, 0)
+    wait = (world.agent_market_weekday[safe_agent] - weekday_of(day)) % 7
+    other_day = rng.random(len(day)) < 0.3
+    return day + np.where(other_day, rng.integers(0, 5, len(day)), wait)
+
+
+def _counter_hours(rng, n: int) -> np.ndarray:
+    """Seconds after midnight for a counter payout: market hours, busiest late morning."""
+    hours = np.clip(rng.normal(11.5, 2.0, n), 8.0, 18.5)
+    return (hours * 3600).astype(np.int64)
+
+
+def _bank_batch_hours(rng, n: int) -> np.ndarray:
+    """Bank credits: half in overnight batch runs, half in the working day."""
+    overnight = rng.random(n) < 0.5
+    hours = np.where(overnight, rng.uniform(1.0, 5.0, n), rng.uniform(9.0, 19.0, n))
+    return (hours * 3600).astype(np.int64)
+
+
+def _alive_for(world: World, enrolment, period_start_day) -> np.ndarray:
+    """Enrolled before the period began and not dead before it began."""
+    beneficiary = world.enrolment_beneficiary[enrolment]
+    death = world.death_day[beneficiary]
+    return (world.enrolment_day[enrolment] < period_start_day) & (
+        (death < 0) | (death >= period_start_day)
+    )
+
+
+def _collect(chunks):
+    if not chunks:
+        empty = np.empty(0, np.int64)
+        return empty, empty, np.empty(0, object), np.empty(0, float)
+    return tuple(np.concatenate(c) for c in zip(*chunks, strict=True))
+
+
+def _fiscal_years(start_day: int, end_day: int, first_month: int = 4) -> range:
+    first, last = to_date(start_day), to_date(end_day)
+    return range(first.year - 1, last.year + 1)
+
+
+def _pm_kisan(rng, world, enrolments, start_day, end_day):
+    chunks = []
+    for year in _fiscal_years(start_day, end_day):
+        for part in (1, 2, 3):
+            label = f"{schemes.fiscal_year_label(year)}/P{part}"
+            window_start, window_end = schemes.period_window(schemes.PM_KISAN, label)
+            first = window_start // schemes.DAY + 1
+            last = window_end // schemes.DAY
+            if last < start_day - 30 or first >= end_day:
+                continue
+            release = first + int(rng.integers(30, 100))
+            paid = enrolments[
+                _alive_for(world, enrolments, first) & (rng.random(len(enrolments)) < 0.93)
+            ]
+            lateness = rng.random(len(paid))
+            day = release + np.where(
+                lateness < 0.8,
+                rng.integers(0, 2, len(paid)),
+                np.minimum(rng.exponential(20, len(paid)).astype(int), last - release - 1),
+            )
+            very_late = lateness > 0.995
+            day[very_late] = last + rng.integers(1, 60, very_late.sum())
+            chunks.append(
+                (paid, day, np.full(len(paid), label, object), np.full(len(paid), 2000.0))
+            )
+    return _collect(chunks)
+
+
+def _pension(rng, world, enrolments, start_day, end_day):
+    chunks = []
+    first, last = to_date(start_day - 31), to_date(end_day)
+    month = date(first.year, first.month, 1)
+    entitlement = world.enrolment_entitlement[enrolments]
+    while month <= last:
+        label = f"{month:%Y-%m}"
+        month_start = day_number(month)
+        alive = _alive_for(world, enrolments, month_start) & (rng.random(len(enrolments)) < 0.97)
+        paid = enrolments[alive]
+        day = month_start + int(rng.integers(0, 6)) + rng.integers(0, 3, len(paid))
+        late = rng.random(len(paid)) < 0.03
+        day[late] += rng.integers(5, 14, late.sum())
+        amount = entitlement[alive].copy()
+        arrears = rng.random(len(paid)) < 0.002
+        amount[arrears] *= 2
+        chunks.append((paid, day, np.full(len(paid), label, object), amount))
+        month = (month + timedelta(days=32)).replace(day=1)
+    return _collect(chunks)
+
+
+def _mgnrega(rng, world, enrolments, start_day, end_day):
+    chunks = []
+    day_rate = world.enrolment_entitlement[enrolments] / schemes.MGNREGA_DAYS_PER_MUSTER_ROLL
+    first = to_date(start_day - 60)
+    month = date(first.year, first.month, 1)
+    while day_number(month) < end_day:
+        lean_season = month.month <= 6
+        for half in ("F1", "F2"):
+            label = f"{month:%Y-%m}-{half}"
+            window_start, _ = schemes.period_window(schemes.MGNREGA, label)
+            fortnight_end = window_start // schemes.DAY + 1
+            works = _alive_for(world, enrolments, fortnight_end - 14) & (
+                rng.random(len(enrolments)) < (0.35 if lean_season else 0.12)
+            )
+            worked = enrolments[works]
+            days_worked = rng.integers(2, 15, len(worked))
+            rate = day_rate[works]
+            day = fortnight_end + 8 + np.minimum(rng.gamma(2.0, 5.0, len(worked)), 30).astype(int)
+            two_sites = (rng.random(len(worked)) < 0.03) & (days_worked >= 4)
+            first_part = np.where(two_sites, days_worked // 2, days_worked)
+            chunks.append((worked, day, np.full(len(worked), label, object), rate * first_part))
+            second = np.flatnonzero(two_sites)
+            chunks.append(
+                (
+                    worked[second],
+                    day[second] + rng.integers(0, 6, len(second)),
+                    np.full(len(second), label, object),
+                    rate[second] * (days_worked[second] - first_part[second]),
+                )
+            )
+        month = (month + timedelta(days=32)).replace(day=1)
+    return _collect(chunks)
+
+
+def _scholarship(rng, world, enrolments, start_day, end_day):
+    chunks = []
+    for year in _fiscal_years(start_day, end_day):
+        label = schemes.fiscal_year_label(year)
+        first, last = day_number(date(year, 10, 1)), day_number(date(year + 1, 4, 1))
+        paid_mask = _alive_for(world, enrolments, first) & (rng.random(len(enrolments)) < 0.85)
+        paid = enrolments[paid_mask]
+        amount = world.enrolment_entitlement[paid].copy()
+        amount[rng.random(len(paid)) < 0.1] *= 0.5
+        day = rng.integers(first, last, len(paid))
+        chunks.append((paid, day, np.full(len(paid), label, object), amount))
+    return _collect(chunks)
+
+
+def _housing(rng, world, enrolments, start_day, end_day):
+    unit = world.enrolment_entitlement[enrolments] / schemes.PMAY_G_INSTALMENT_SHARES[0]
+    sanction = rng.integers(start_day - 300, end_day, len(enrolments))
+    sanction = np.maximum(sanction, world.enrolment_day[enrolments] + 30)
+    chunks = []
+    for number, (low, high) in enumerate(((0, 30), (90, 180), (200, 360)), start=1):
+        day = sanction + rng.integers(low, high, len(enrolments))
+        fiscal = np.array([(d.year if d.month >= 4 else d.year - 1) for d in map(to_date, day)])
+        label = np.array([f"{schemes.fiscal_year_label(y)}/I{number}" for y in fiscal], object)
+        share = schemes.PMAY_G_INSTALMENT_SHARES[number - 1]
+        alive = _alive_for(world, enrolments, day)
+        chunks.append((enrolments[alive], day[alive], label[alive], unit[alive] * share))
+    return _collect(chunks)

@@ -1,0 +1,40 @@
+"""Settings built once at start-up: defaults, then environment (SCHEMEWATCH_*), then options."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Paths and knobs every command shares."""
+
+    db_path: Path = Path("transactions.db")
+    model_dir: Path = Path("modeling")
+    credentials_path: Path = Path("credentials.yaml")
+    busy_timeout_ms: int = 10_000
+
+
+def load_settings(environ: dict | None = None, **overrides) -> Settings:
+    """Defaults, overridden by SCHEMEWATCH_<FIELD> variables, overridden by non-None options."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for field in fields(Settings):
+        raw = environ.get(f"SCHEMEWATCH_{field.name.upper()}")
+        if raw is None:
+            raw = environ.get(f"SCHEMEWATCH_{field.name.upper().removesuffix('_PATH')}")
+        if raw is not None:
+            values[field.name] = _coerce(field.type, raw)
+    values.update({k: _coerce_value(k, v) for k, v in overrides.items() if v is not None})
+    return replace(Settings(), **values)
+
+
+def _coerce(type_name, raw: str):
+    return int(raw) if type_name in ("int", int) else Path(raw)
+
+
+def _coerce_value(name: str, value):
+    field_type = {f.name: f.type for f in fields(Settings)}[name]
+    return _coerce(field_type, str(value)) if not isinstance(value, int | Path) else value

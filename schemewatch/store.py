@@ -1,0 +1,474 @@
+"""The one module that owns the schema, its migrations and every SQL statement.
+
+Values are always bound as parameters. Table and column names come from the constants below.
+Writes run inside `write_transaction()` (BEGIN IMMEDIATE); readers may open read-only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from schemewatch.errors import DatabaseError, SchemaVersionError
+
+TRANSACTIONS = "transactions"
+BENEFICIARIES = "beneficiaries"
+ENROLMENTS = "enrolments"
+PAYOUT_AGENTS = "payout_agents"
+GROUND_TRUTH = "ground_truth"
+METADATA = "metadata"
+
+# Columns of an ingested transaction, in insert order (transaction_id is assigned by the store).
+TRANSACTION_COLUMNS = (
+    "transaction_id",
+    "external_id",
+    "beneficiary_id",
+    "scheme",
+    "instalment_period",
+    "amount",
+    "paid_at",
+    "latitude",
+    "longitude",
+    "account_id",
+    "agent_id",
+    "channel",
+    "state",
+    "district",
+    "ingested_at",
+)
+BENEFICIARY_COLUMNS = (
+    "beneficiary_id",
+    "state",
+    "district",
+    "home_latitude",
+    "home_longitude",
+    "account_id",
+    "account_masked",
+    "phone_hash",
+    "enrolled_by",
+    "enrolled_on",
+    "status",
+    "date_of_death",
+    "registered_at",
+)
+ENROLMENT_COLUMNS = ("beneficiary_id", "scheme", "entitlement", "enrolled_on")
+AGENT_COLUMNS = ("agent_id", "state", "district", "latitude", "longitude", "market_weekday")
+GROUND_TRUTH_COLUMNS = ("transaction_id", "typology", "group_id")
+
+_INITIAL_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {METADATA} (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {BENEFICIARIES} (
+    beneficiary_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    district TEXT NOT NULL,
+    home_latitude REAL NOT NULL,
+    home_longitude REAL NOT NULL,
+    account_id TEXT,
+    account_masked TEXT,
+    phone_hash TEXT,
+    enrolled_by TEXT,
+    enrolled_on TEXT,
+    status TEXT NOT NULL DEFAULT 'active'
+        CHECK (status IN ('active', 'deceased', 'suspended')),
+    date_of_death TEXT,
+    registered_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {ENROLMENTS} (
+    beneficiary_id TEXT NOT NULL REFERENCES {BENEFICIARIES}(beneficiary_id),
+    scheme TEXT NOT NULL,
+    entitlement REAL NOT NULL CHECK (entitlement > 0),
+    enrolled_on TEXT,
+    PRIMARY KEY (beneficiary_id, scheme)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS {PAYOUT_AGENTS} (
+    agent_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    district TEXT NOT NULL,
+    latitude REAL NOT NULL,
+    longitude REAL NOT NULL,
+    market_weekday INTEGER
+);
+CREATE TABLE IF NOT EXISTS {TRANSACTIONS} (
+    transaction_id INTEGER PRIMARY KEY,
+    external_id TEXT UNIQUE,
+    beneficiary_id TEXT NOT NULL REFERENCES {BENEFICIARIES}(beneficiary_id),
+    scheme TEXT NOT NULL,
+    instalment_period TEXT NOT NULL,
+    amount REAL NOT NULL,
+    paid_at INTEGER NOT NULL,
+    latitude REAL NOT NULL,
+    longitude REAL NOT NULL,
+    account_id TEXT,
+    agent_id TEXT,
+    channel TEXT,
+    state TEXT NOT NULL,
+    district TEXT NOT NULL,
+    ingested_at REAL NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS transactions_are_append_only_update
+BEFORE UPDATE ON {TRANSACTIONS}
+BEGIN SELECT RAISE(ABORT, 'transactions are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS transactions_are_append_only_delete
+BEFORE DELETE ON {TRANSACTIONS}
+BEGIN SELECT RAISE(ABORT, 'transactions are append-only'); END;
+CREATE TABLE IF NOT EXISTS {GROUND_TRUTH} (
+    transaction_id INTEGER PRIMARY KEY REFERENCES {TRANSACTIONS}(transaction_id),
+    typology TEXT NOT NULL,
+    group_id TEXT NOT NULL
+);
+"""
+
+_TRANSACTION_INDEXES = {
+    "idx_transactions_paid_at": "(paid_at)",
+    "idx_transactions_scheme_paid_at": "(scheme, paid_at)",
+    "idx_transactions_state_paid_at": "(state, paid_at)",
+    "idx_transactions_beneficiary_paid_at": "(beneficiary_id, paid_at)",
+    "idx_transactions_account_paid_at": "(account_id, paid_at)",
+    "idx_transactions_agent_paid_at": "(agent_id, paid_at)",
+}
+_OTHER_INDEXES = {
+    "idx_beneficiaries_phone": f"{BENEFICIARIES}(phone_hash)",
+    "idx_beneficiaries_operator": f"{BENEFICIARIES}(enrolled_by, enrolled_on)",
+    "idx_ground_truth_typology": f"{GROUND_TRUTH}(typology)",
+}
+
+
+def _create_indexes(conn: sqlite3.Connection) -> None:
+    for name, columns in _TRANSACTION_INDEXES.items():
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {TRANSACTIONS}{columns}")
+    for name, target in _OTHER_INDEXES.items():
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {target}")
+
+
+def _migration_initial(conn: sqlite3.Connection) -> None:
+    # executescript() would commit the surrounding transaction, so run statement by statement.
+    for statement in _INITIAL_SCHEMA.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+    _create_indexes(conn)
+
+
+# Named, ordered migrations; a database records the last one applied in PRAGMA user_version.
+MIGRATIONS = (("initial schema", _migration_initial),)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def connect(path: Path | str, *, readonly: bool = False, busy_timeout_ms: int = 10_000):
+    """Open the database with WAL, busy timeout, foreign keys and Row results."""
+    path = Path(path)
+    try:
+        if readonly:
+            if not path.exists():
+                raise DatabaseError(f"database {path} does not exist; run generate_database.py")
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        else:
+            conn = sqlite3.connect(path, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA cache_size=-262144")
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"cannot open database {path}: {exc}") from exc
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def open_database(path: Path | str, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
+    """Connect for writing and bring the schema up to date."""
+    conn = connect(path, busy_timeout_ms=busy_timeout_ms)
+    migrate(conn)
+    return conn
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The number of migrations this database has applied."""
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply pending migrations in order, each in its own write transaction."""
+    current = schema_version(conn)
+    if current > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"database schema version {current} is newer than this Schemewatch "
+            f"({SCHEMA_VERSION}); upgrade Schemewatch"
+        )
+    for version, (_name, apply) in enumerate(MIGRATIONS[current:], start=current + 1):
+        with write_transaction(conn):
+            apply(conn)
+            conn.execute(f"PRAGMA user_version={version}")
+    return schema_version(conn)
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception; lock errors made readable."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise DatabaseError(f"database is busy or locked ({exc}); try again shortly") from exc
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        conn.execute("ROLLBACK")
+        raise DatabaseError(f"could not commit: {exc}") from exc
+
+
+def _insert_sql(table: str, columns: tuple[str, ...], verb: str = "INSERT") -> str:
+    placeholders = ", ".join("?" for _ in columns)
+    return f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
+
+
+def set_metadata(conn: sqlite3.Connection, key: str, value: str) -> None:
+    """Record a key/value fact about this database (seed, generator version...)."""
+    conn.execute(_insert_sql(METADATA, ("key", "value"), "INSERT OR REPLACE"), (key, value))
+
+
+def get_metadata(conn: sqlite3.Connection, key: str) -> str | None:
+    """Read one metadata value, or None."""
+    row = conn.execute(f"SELECT value FROM {METADATA} WHERE key = ?", (key,)).fetchone()
+    return None if row is None else row[0]
+
+
+def insert_beneficiaries(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
+    """Insert beneficiary registry rows (tuples in BENEFICIARY_COLUMNS order)."""
+    conn.executemany(_insert_sql(BENEFICIARIES, BENEFICIARY_COLUMNS), rows)
+
+
+def insert_enrolments(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
+    """Insert scheme enrolments (tuples in ENROLMENT_COLUMNS order)."""
+    conn.executemany(_insert_sql(ENROLMENTS, ENROLMENT_COLUMNS), rows)
+
+
+def insert_agents(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
+    """Insert payout agents (tuples in AGENT_COLUMNS order)."""
+    conn.executemany(_insert_sql(PAYOUT_AGENTS, AGENT_COLUMNS), rows)
+
+
+def next_transaction_id(conn: sqlite3.Connection) -> int:
+    """The id the next transaction gets; call inside the write transaction that inserts it."""
+    return conn.execute(
+        f"SELECT COALESCE(MAX(transaction_id), 0) + 1 FROM {TRANSACTIONS}"
+    ).fetchone()[0]
+
+
+def insert_transactions(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
+    """Insert transactions (tuples in TRANSACTION_COLUMNS order, ids already assigned)."""
+    conn.executemany(_insert_sql(TRANSACTIONS, TRANSACTION_COLUMNS), rows)
+
+
+def insert_ground_truth(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
+    """Insert evaluation labels (transaction_id, typology, group_id)."""
+    conn.executemany(_insert_sql(GROUND_TRUTH, GROUND_TRUTH_COLUMNS), rows)
+
+
+@contextmanager
+def bulk_load(conn: sqlite3.Connection) -> Iterator[None]:
+    """Drop transaction indexes while filling an empty table, then rebuild them (much faster)."""
+    for name in _TRANSACTION_INDEXES:
+        conn.execute(f"DROP INDEX IF EXISTS {name}")
+    try:
+        yield
+    finally:
+        _create_indexes(conn)
+
+
+def count_rows(conn: sqlite3.Connection, table: str) -> int:
+    """Row count of one of our tables."""
+    if table not in (TRANSACTIONS, BENEFICIARIES, ENROLMENTS, PAYOUT_AGENTS, GROUND_TRUTH):
+        raise ValueError(f"unknown table {table}")
+    return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def typology_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Labelled rows per typology."""
+    rows = conn.execute(
+        f"SELECT typology, COUNT(*) FROM {GROUND_TRUTH} GROUP BY typology ORDER BY typology"
+    )
+    return {typology: count for typology, count in rows}
+
+
+def existing_beneficiary_ids(conn: sqlite3.Connection, ids: Iterable[str]) -> set[str]:
+    """Which of these beneficiary ids are already registered."""
+    return _existing(conn, BENEFICIARIES, "beneficiary_id", ids)
+
+
+def existing_external_ids(conn: sqlite3.Connection, ids: Iterable[str]) -> set[str]:
+    """Which of these external transaction ids are already stored."""
+    return _existing(conn, TRANSACTIONS, "external_id", ids)
+
+
+def _existing(conn: sqlite3.Connection, table: str, column: str, values: Iterable[str]) -> set:
+    values = list(dict.fromkeys(values))
+    found: set = set()
+    for start in range(0, len(values), 500):
+        chunk = values[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        sql = f"SELECT {column} FROM {table} WHERE {column} IN ({marks})"
+        found.update(row[0] for row in conn.execute(sql, chunk))
+    return found
+
+
+def beneficiary_homes(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, tuple]:
+    """Home state and district of each registered beneficiary among `ids`."""
+    ids = list(dict.fromkeys(ids))
+    homes: dict[str, tuple] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        sql = (
+            f"SELECT beneficiary_id, state, district FROM {BENEFICIARIES} "
+            f"WHERE beneficiary_id IN ({marks})"
+        )
+        homes.update({row[0]: (row[1], row[2]) for row in conn.execute(sql, chunk)})
+    return homes
+
+
+@dataclass(frozen=True)
+class ExportFilters:
+    """Filters for exporting transactions; None means no restriction."""
+
+    start: int | None = None  # paid_at >= start (unix seconds)
+    end: int | None = None  # paid_at < end
+    scheme: str | None = None
+    state: str | None = None
+
+
+def _export_where(filters: ExportFilters) -> tuple[str, list]:
+    clauses, params = [], []
+    for clause, value in (
+        ("t.paid_at >= ?", filters.start),
+        ("t.paid_at < ?", filters.end),
+        ("t.scheme = ?", filters.scheme),
+        ("t.state = ?", filters.state),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+EXPORT_COLUMNS = (
+    "external_id",
+    "beneficiary_id",
+    "scheme",
+    "instalment_period",
+    "amount",
+    "paid_at",
+    "latitude",
+    "longitude",
+    "account_id",
+    "agent_id",
+    "channel",
+    "state",
+    "district",
+)
+
+
+def iter_export_rows(
+    conn: sqlite3.Connection, filters: ExportFilters, *, with_labels: bool = False
+) -> Iterator[tuple]:
+    """Stream transactions for export in ingestion order (EXPORT_COLUMNS, then labels)."""
+    where, params = _export_where(filters)
+    label_columns = ", g.typology, g.group_id" if with_labels else ""
+    label_join = (
+        f" LEFT JOIN {GROUND_TRUTH} g ON g.transaction_id = t.transaction_id" if with_labels else ""
+    )
+    sql = (
+        "SELECT COALESCE(t.external_id, 'SW-' || t.transaction_id), t.beneficiary_id, t.scheme, "
+        "t.instalment_period, t.amount, t.paid_at, t.latitude, t.longitude, t.account_id, "
+        f"t.agent_id, t.channel, t.state, t.district{label_columns} "
+        f"FROM {TRANSACTIONS} t{label_join}{where} ORDER BY t.transaction_id"
+    )
+    cursor = conn.execute(sql, params)
+    while batch := cursor.fetchmany(5000):
+        yield from batch
+
+
+def paid_in_periods(conn: sqlite3.Connection, periods: dict[str, str]) -> set[tuple[str, str]]:
+    """(beneficiary_id, scheme) pairs already paid in the given period of each scheme."""
+    paid: set[tuple[str, str]] = set()
+    for scheme, period in periods.items():
+        sql = (
+            f"SELECT DISTINCT beneficiary_id FROM {TRANSACTIONS} "
+            "WHERE scheme = ? AND paid_at >= ? AND instalment_period = ?"
+        )
+        since = latest_paid_at(conn) or 0
+        rows = conn.execute(sql, (scheme, since - 400 * 86_400, period))
+        paid.update((row[0], scheme) for row in rows)
+    return paid
+
+
+def load_agents(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """All payout agents."""
+    return conn.execute(
+        f"SELECT {', '.join(AGENT_COLUMNS)} FROM {PAYOUT_AGENTS} ORDER BY agent_id"
+    ).fetchall()
+
+
+def latest_paid_at(conn: sqlite3.Connection) -> int | None:
+    """Timestamp of the most recent payment, or None for an empty database."""
+    return conn.execute(f"SELECT MAX(paid_at) FROM {TRANSACTIONS}").fetchone()[0]
+
+
+def now() -> float:
+    """Wall-clock unix seconds, the one clock ingestion uses."""
+    return time.time()
+
+
+def utc_iso(seconds: float) -> str:
+    """Unix seconds as an ISO 8601 UTC string."""
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="seconds")
+
+
+def load_registry(conn: sqlite3.Connection) -> dict[str, list]:
+    """Beneficiaries, enrolments and payout agents, as lists of Rows (for the live feed)."""
+    return {
+        "beneficiaries": conn.execute(
+            f"SELECT {', '.join(BENEFICIARY_COLUMNS)} FROM {BENEFICIARIES} ORDER BY beneficiary_id"
+        ).fetchall(),
+        "enrolments": conn.execute(
+            f"SELECT {', '.join(ENROLMENT_COLUMNS)} FROM {ENROLMENTS} "
+            "ORDER BY beneficiary_id, scheme"
+        ).fetchall(),
+        "agents": load_agents(conn),
+    }
+
+
+def mark_deceased(conn: sqlite3.Connection, beneficiary_id: str, date_of_death: str) -> None:
+    """Record a beneficiary's death in the registry."""
+    conn.execute(
+        f"UPDATE {BENEFICIARIES} SET status = 'deceased', date_of_death = ? "
+        "WHERE beneficiary_id = ?",
+        (date_of_death, beneficiary_id),
+    )
+
+
+def max_group_number(conn: sqlite3.Connection) -> int:
+    """Highest numeric anomaly group id in the ground truth (group ids look like G000123)."""
+    sql = f"SELECT MAX(CAST(SUBSTR(group_id, 2) AS INTEGER)) FROM {GROUND_TRUTH}"
+    return conn.execute(sql).fetchone()[0] or 0
+
+
+def existing_enrolments(conn: sqlite3.Connection, pairs) -> set[tuple[str, str]]:
+    """Which (beneficiary_id, scheme) pairs are already enrolled."""
+    found: set[tuple[str, str]] = set()
+    sql = f"SELECT 1 FROM {ENROLMENTS} WHERE beneficiary_id = ? AND scheme = ?"
+    for pair in pairs:
+        if conn.execute(sql, pair).fetchone() is not None:
+            found.add(tuple(pair))
+    return found

@@ -1,0 +1,381 @@
+"""Fraud typologies injected into honest payments, each row labelled with typology and group.
+
+Every injector takes honest payments it may use (`Pool`), a row budget, and returns a `Injection`:
+which pool rows it consumed (they are replaced) and the labelled rows it produced. Except for
+over-entitlement, amounts stay those of honest instalments: only behaviour gives the fraud away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from schemewatch import schemes
+from schemewatch.geography import haversine_km
+from schemewatch.payments import TYPOLOGIES, Payments
+from schemewatch.population import World, phone_hashes
+from schemewatch.schedule import AEPS, normal_payments
+
+MINUTE, HOUR, DAY = 60, 3600, schemes.DAY
+
+
+@dataclass
+class Pool:
+    """Honest payments an injector may draw on, and which are still untouched."""
+
+    payments: Payments
+    free: np.ndarray  # bool
+    start: int  # unix seconds: injected payments stay inside [start, end)
+    end: int
+    next_group: int = 1
+
+    def pick(self, rng, count: int, where=None) -> np.ndarray:
+        """Up to `count` random untouched rows (optionally among `where`), marked as used."""
+        candidates = np.flatnonzero(self.free if where is None else self.free & where)
+        chosen = rng.choice(candidates, size=min(count, len(candidates)), replace=False)
+        self.free[chosen] = False
+        return np.sort(chosen)
+
+    def claim(self, index: np.ndarray) -> np.ndarray:
+        """Mark specific rows as used."""
+        index = index[self.free[index]]
+        self.free[index] = False
+        return index
+
+    @cached_property
+    def period_code(self) -> np.ndarray:
+        """Scheme and period as one integer per row (object comparisons are slow)."""
+        keys = np.char.add(self.payments.scheme.astype(str), self.payments.period.astype(str))
+        return np.unique(keys, return_inverse=True)[1]
+
+    def new_groups(self, count: int = 1) -> np.ndarray:
+        """Fresh group ids."""
+        groups = np.arange(self.next_group, self.next_group + count)
+        self.next_group += count
+        return groups
+
+
+@dataclass
+class Injection:
+    """Pool rows replaced (consumed) and the labelled rows that take their place or add to them."""
+
+    consumed: np.ndarray
+    rows: Payments
+
+
+def _replace(pool: Pool, index: np.ndarray, typology: str, groups) -> tuple[Payments, Injection]:
+    rows = pool.payments.take(index)
+    rows.mark(typology, groups)
+    return rows, Injection(index, rows)
+
+
+def _added(rows: Payments, typology: str, groups) -> Injection:
+    rows.mark(typology, groups)
+    return Injection(np.empty(0, np.int64), rows)
+
+
+def over_entitlement(rng, world: World, pool: Pool, budget: int) -> Injection:
+    """Instalments paid at 1.4-4x the beneficiary's entitlement."""
+    index = pool.pick(rng, budget)
+    rows, injection = _replace(pool, index, "over_entitlement", pool.new_groups(len(index)))
+    inflate_amounts(rng, world, rows)
+    return injection
+
+
+def inflate_amounts(rng, world: World, rows: Payments) -> None:
+    """Pay 1.3-4x the beneficiary's entitlement for the instalment, in place."""
+    entitlement = world.entitlement_of(rows.beneficiary, rows.scheme)
+    rows.amount[:] = np.ceil(entitlement * rng.uniform(1.3, 4.0, len(rows)) / 10) * 10
+
+
+def duplicate_instalment(rng, world: World, pool: Pool, budget: int) -> Injection:
+    """The same instalment paid a second time, hours or days after the first."""
+    index = pool.pick(rng, budget)
+    rows = pool.payments.take(index)
+    delay = rng.integers(2 * HOUR, 10 * DAY, len(rows))
+    later = rows.paid_at + delay
+    rows.paid_at[:] = np.where(
+        later < pool.end, later, np.maximum(rows.paid_at - delay, pool.start)
+    )
+    return _added(rows, "duplicate_instalment", pool.new_groups(len(rows)))
+
+
+def off_cycle(rng, world: World, pool: Pool, budget: int) -> Injection:
+    """Instalments paid weeks or months outside their period's payment window."""
+    index = pool.pick(rng, budget)
+    rows, injection = _replace(pool, index, "off_cycle", pool.new_groups(len(index)))
+    for i in range(len(rows)):
+        start, end = schemes.period_window(schemes.SCHEME_CODES[rows.scheme[i]], rows.period[i])
+        rows.paid_at[i] = _outside(rng, start - 20 * DAY, end + 20 * DAY, pool.start, pool.end)
+    return injection
+
+
+def _outside(rng, avoid_start: int, avoid_end: int, start: int, end: int) -> int:
+    """A random time in [start, end) that avoids [avoid_start, avoid_end) (if there is room)."""
+    before = max(0, min(avoid_start, end) - start)
+    after = max(0, end - max(avoid_end, start))
+    if before + after == 0:
+        return int(avoid_end + rng.integers(20 * DAY, 60 * DAY))
+    offset = int(rng.integers(0, before + after))
+    return start + offset if offset < before else max(avoid_end, start) + offset - before
+
+
+def burst(rng, world: World, pool: Pool, budget: int) -> Injection:
+    """Five to twelve payments to one beneficiary within an hour or two, dressed up as arrears."""
+    parts, produced = [], 0
+    while produced < budget:
+        template = pool.pick(rng, 1)
+        if len(template) == 0:
+            break
+        size = min(int(rng.integers(5, 13)), budget - produced)
+        rows = pool.payments.take(np.repeat(template, size))
+        rows.paid_at[:] = rows.paid_at[0] + np.cumsum(rng.integers(2 * MINUTE, 20 * MINUTE, size))
+        scheme = schemes.SCHEME_CODES[rows.scheme[0]]
+        rows.period[:] = [
+            schemes.period_for_payment(scheme, int(rows.paid_at[0]) - k * 31 * DAY)
+            for k in range(size)
+        ]
+        rows.mark("burst", pool.new_groups()[0])
+        parts.append(rows)
+        produced += size
+    return Injection(np.empty(0, np.int64), Payments.concat(parts or [Payments.empty()]))
+
+
+def shared_account_ring(rng, world: World, pool: Pool, budget: int) -> Injection:
+    """Eight to twenty-five beneficiaries of one district all paid into one account from a date."""
+    payments, parts, used = pool.payments, [], []
+    district_of_row = world.district[payments.beneficiary]
+    while sum(len(p) for p in parts) < budget:
+        members = _local_group(rng, world, pool, district_of_row, int(rng.integers(8, 26)))
+        if members is None:
+            break
+        since = rng.integers(pool.start, pool.start + int(0.6 * (pool.end - pool.start)))
+        rows_mask = np.isin(payments.beneficiary, members) & (payments.paid_at >= since)
+        index = pool.claim(np.flatnonzero(rows_mask))
+        index = index[: budget - sum(len(p) for p in parts)]
+        rows = payments.take(index)
+        rows.account[:] = world.new_account()
+        rows.mark("shared_account_ring", pool.new_groups()[0])
+        parts.append(rows)
+        used.append(index)
+    return _combined(parts, used)
+
+
+def _local_group(rng, world, pool, district_of_row, size):
+    """Beneficiaries of one randomly chosen district who still have untouched payments."""
+    seed = pool.pick(rng, 1)
+    if len(seed) == 0:
+        return None
+    pool.free[seed] = True
+    district = district_of_row[seed[0]]
+    local = np.unique(pool.payments.beneficiary[pool.free & (district_of_row == district)])
+    return rng.choice(local, size=min(size, len(local)), replace=False)
+
+
+def agent_collusion(rng, world: World, pool: Pool, budget: int) -> Injection:
+    """One payout agent paying out for 10-30 beneficiaries within minutes, at night or far away."""
+    payments, parts, used = pool.payments, [], []
+    for _attempt in range(20 * budget + 20):
+        if sum(len(p) for p in parts) >= budget or not pool.free.any():
+            break
+        agent = int(rng.integers(0, len(world.agent_ids)))
+        at_night = rng.random() < 0.5
+        candidates = _collusion_candidates(world, pool, agent, at_night)
+        size = min(int(rng.integers(10, 31)), budget - sum(len(p) for p in parts))
+        index = pool.pick(rng, size, where=candidates)
+        if len(index) < min(size, 5):
+            pool.free[index] = True
+            continue
+        rows = payments.take(index)
+        local_day = (int(rows.paid_at.min()) + schemes.IST_OFFSET_SECONDS) // DAY
+        hour = rng.uniform(22, 28) if at_night else rng.uniform(10, 16)
+        first = local_day * DAY + int(hour * HOUR) - schemes.IST_OFFSET_SECONDS
+        rows.paid_at[:] = first + np.cumsum(rng.integers(15, 60, len(rows)))
+        rows.agent[:], rows.channel[:] = agent, AEPS
+        rows.latitude[:], rows.longitude[:] = world.agent_lat[agent], world.agent_lon[agent]
+        rows.mark("agent_collusion", pool.new_groups()[0])
+        parts.append(rows)
+        used.append(index)
+    return _combined(parts, used)
+
+
+def _collusion_candidates(world: World, pool: Pool, agent: int, at_night: bool) -> np.ndarray:
+    """Same scheme and period as a random untouched row; local (at night) or 300+ km away."""
+    payments = pool.payments
+    free = np.flatnonzero(pool.free)
+    if len(free) == 0:
+        return pool.free
+    seed = free[(agent * 7919) % len(free)]
+    same_index = np.flatnonzero((pool.period_code == pool.period_code[seed]) & pool.free)
+    home = payments.beneficiary[same_index]
+    distance = haversine_km(
+        world.home_lat[home], world.home_lon[home], world.agent_lat[agent], world.agent_lon[agent]
+    )
+    mask = np.zeros(len(payments), bool)
+    mask[same_index[(distance < 150) if at_night else (distance > 300)]] = True
+    return mask
+
+
+def payment_after_death(rng, world: World, pool: Pool, budget: int) -> Injection:
+    """Instalments that keep flowing for periods that began after the beneficiary died."""
+    payments, parts, used = pool.payments, [], []
+    per_beneficiary = np.bincount(payments.beneficiary[pool.free], minlength=world.size)
+    regulars = np.flatnonzero((per_beneficiary >= 4) & (world.death_day < 0))
+    rng.shuffle(regulars)
+    for beneficiary in regulars:
+        if sum(len(p) for p in parts) >= budget:
+            break
+        mine = np.flatnonzero((payments.beneficiary == beneficiary) & pool.free)
+        if len(mine) < 4:
+            continue
+        times = np.sort(payments.paid_at[mine])
+        death_time = times[len(times) // 2] - int(rng.integers(20, 60)) * DAY
+        period_start = np.array(
+            [
+                schemes.period_window(schemes.SCHEME_CODES[payments.scheme[i]], payments.period[i])[
+                    0
+                ]
+                for i in mine
+            ]
+        )
+        after = mine[(period_start > death_time) & (payments.paid_at[mine] > death_time)]
+        after = pool.claim(after[: budget - sum(len(p) for p in parts)])
+        if len(after) == 0:
+            continue
+        world.death_day[beneficiary] = (death_time + schemes.IST_OFFSET_SECONDS) // DAY
+        rows = payments.take(after)
+        rows.mark("payment_after_death", pool.new_groups()[0])
+        parts.append(rows)
+        used.append(after)
+    return _combined(parts, used)
+
+
+def geo_mismatch(rng, world: World, pool: Pool, budget: int) -> Injection:
+    """Payouts drawn at an agent 800+ km from the beneficiary's home district."""
+    index = pool.pick(rng, budget)
+    rows, injection = _replace(pool, index, "geo_mismatch", pool.new_groups(len(index)))
+    send_far_away(rng, world, rows)
+    return injection
+
+
+def send_far_away(rng, world: World, rows: Payments) -> None:
+    """Move each payout to an agent 800+ km from the beneficiary's home, in place."""
+    for i in range(len(rows)):
+        home = rows.beneficiary[i]
+        distance = haversine_km(
+            world.home_lat[home], world.home_lon[home], world.agent_lat, world.agent_lon
+        )
+        far = np.flatnonzero(distance > 800)
+        if len(far) == 0:
+            far = np.array([int(np.argmax(distance))])
+        agent = far[rng.integers(0, len(far))]
+        rows.agent[i], rows.channel[i] = agent, AEPS
+        rows.latitude[i], rows.longitude[i] = world.agent_lat[agent], world.agent_lon[agent]
+
+
+def ghost_beneficiary(rng, world: World, pool: Pool, budget: int) -> Injection:
+    """Groups of fictitious beneficiaries enrolled by one operator in a day or two, then paid."""
+    parts, produced = [], 0
+    start_day, end_day = pool.start // DAY + 1, pool.end // DAY
+    attempts = 0
+    while produced < budget and attempts < 200:
+        attempts += 1
+        size = int(rng.integers(10, 41))
+        enrolled = int(rng.integers(start_day - 200, max(start_day - 199, end_day - 60)))
+        new = enrol_ghosts(rng, world, size, enrolled)
+        rows = normal_payments(rng, world, start_day, end_day, enrolments=new)
+        rows = rows.take(slice(0, budget - produced))
+        if len(rows) == 0:
+            continue
+        rows.mark("ghost_beneficiary", pool.new_groups()[0])
+        parts.append(rows)
+        produced += len(rows)
+    return Injection(np.empty(0, np.int64), Payments.concat(parts or [Payments.empty()]))
+
+
+def enrol_ghosts(rng, world: World, size: int, enrolled_day: int) -> np.ndarray:
+    """Register `size` ghosts by one operator around one day; returns their enrolment indexes."""
+    operator = int(rng.integers(0, len(world.operator_ids)))
+    district = (
+        int(world.district[world.operator == operator][0])
+        if (world.operator == operator).any()
+        else int(world.district[0])
+    )
+    first = world.size
+    ids = np.array([f"B{i + 1:08d}" for i in range(first, first + size)])
+    home_pick = rng.choice(np.flatnonzero(world.district == district), size)
+    pension = rng.random(size) < 0.6
+    phones = phone_hashes(rng.integers(6_000_000_000, 9_999_999_999, rng.integers(1, 4)), "ghost")
+    accounts = [world.new_account() for _ in range(size)]
+    _extend(
+        world,
+        beneficiary_ids=ids,
+        district=np.full(size, district),
+        home_lat=world.home_lat[home_pick],
+        home_lon=world.home_lon[home_pick],
+        account=np.array(accounts),
+        phone_hash=phones[rng.integers(0, len(phones), size)],
+        operator=np.full(size, operator),
+        enrolled_day=enrolled_day + rng.integers(0, 2, size),
+        death_day=np.full(size, -1),
+        persona=np.where(pension, 0, 2),
+        home_agent=world.home_agent[home_pick],
+        away_agent=np.full(size, -1),
+    )
+    scheme_code = np.where(pension, schemes.OLD_AGE_PENSION, schemes.PM_KISAN)
+    template = {
+        code: np.flatnonzero(
+            (world.enrolment_scheme == schemes.SCHEME_CODES.index(code))
+            & (world.district[world.enrolment_beneficiary] == district)
+        )
+        for code in (schemes.OLD_AGE_PENSION, schemes.PM_KISAN)
+    }
+    entitlement = np.array(
+        [
+            world.enrolment_entitlement[template[c][0]]
+            if len(template[c])
+            else (2000.0 if c == schemes.PM_KISAN else 1000.0)
+            for c in scheme_code
+        ]
+    )
+    channel = np.array(
+        [schemes.CHANNELS.index(schemes.SCHEMES[c].channel_mix[0][0]) for c in scheme_code]
+    )
+    first_enrolment = len(world.enrolment_scheme)
+    world.enrolment_beneficiary = np.r_[world.enrolment_beneficiary, np.arange(first, first + size)]
+    world.enrolment_scheme = np.r_[
+        world.enrolment_scheme, [schemes.SCHEME_CODES.index(c) for c in scheme_code]
+    ].astype(np.int8)
+    world.enrolment_entitlement = np.r_[world.enrolment_entitlement, entitlement]
+    world.enrolment_channel = np.r_[world.enrolment_channel, channel].astype(np.int8)
+    world.enrolment_day = np.r_[world.enrolment_day, world.enrolled_day[first:]]
+    return np.arange(first_enrolment, first_enrolment + size)
+
+
+def _extend(world: World, **arrays) -> None:
+    for name, values in arrays.items():
+        setattr(world, name, np.concatenate([getattr(world, name), np.asarray(values)]))
+
+
+def _combined(parts: list[Payments], used: list[np.ndarray]) -> Injection:
+    if not parts:
+        return Injection(np.empty(0, np.int64), Payments.empty())
+    return Injection(np.concatenate(used), Payments.concat(parts))
+
+
+INJECTORS = {
+    "over_entitlement": over_entitlement,
+    "duplicate_instalment": duplicate_instalment,
+    "off_cycle": off_cycle,
+    "burst": burst,
+    "shared_account_ring": shared_account_ring,
+    "agent_collusion": agent_collusion,
+    "payment_after_death": payment_after_death,
+    "geo_mismatch": geo_mismatch,
+    "ghost_beneficiary": ghost_beneficiary,
+}
+# Injectors that add rows (the others replace honest rows one for one).
+ADDING = ("duplicate_instalment", "burst", "ghost_beneficiary")
+assert set(INJECTORS) == set(TYPOLOGIES)
