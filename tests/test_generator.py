@@ -4,8 +4,8 @@ from datetime import date
 
 import numpy as np
 import pytest
-
 from conftest import PYTHON, ROOT
+
 from schemewatch import generator, schemes, store
 from schemewatch.errors import GenerationError
 from schemewatch.geography import haversine_km, load_districts, on_land

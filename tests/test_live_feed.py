@@ -1,0 +1,107 @@
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import PYTHON, ROOT
+from schemewatch import store
+from schemewatch.errors import FeedExhausted
+from schemewatch.live_feed import LiveFeed
+
+
+def _count(db):
+    conn = store.connect(db, readonly=True)
+    try:
+        return store.count_rows(conn, store.TRANSACTIONS)
+    finally:
+        conn.close()
+
+
+def test_simulator_inserts_about_rate_times_duration(generated_db):
+    before = _count(generated_db)
+    result = subprocess.run(
+        [
+            PYTHON,
+            "live_feed_simulator.py",
+            "--db",
+            str(generated_db),
+            "--rate",
+            "200",
+            "--duration",
+            "3",
+            "--seed",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    inserted = _count(generated_db) - before
+    assert inserted == pytest.approx(600, rel=0.1)
+    assert f"Inserted {inserted:,} transactions" in result.stdout
+
+
+def test_feed_injects_every_kind_of_labelled_anomaly(generated_db):
+    conn = store.open_database(generated_db)
+    feed = LiveFeed(conn, anomaly_rate=0.3, seed=3)
+    before = store.typology_counts(conn)
+    for _ in range(8):
+        feed.tick(60)
+    after = store.typology_counts(conn)
+    grown = {t for t in after if after[t] > before.get(t, 0)}
+    assert len(grown) >= 6
+    assert feed.totals.anomalies == sum(after.values()) - sum(before.values())
+
+
+def test_honest_live_payments_never_pay_an_instalment_twice(generated_db):
+    conn = store.open_database(generated_db)
+    first_new = store.next_transaction_id(conn)
+    feed = LiveFeed(conn, anomaly_rate=0.0, seed=4)
+    for _ in range(5):
+        feed.tick(200)
+    new_keys = conn.execute(
+        "SELECT beneficiary_id, scheme, instalment_period, COUNT(*) FROM transactions "
+        "WHERE transaction_id >= ? GROUP BY 1, 2, 3",
+        (first_new,),
+    ).fetchall()
+    assert len(new_keys) == 1000 and all(row[3] == 1 for row in new_keys)
+    clashes = conn.execute(
+        "SELECT COUNT(*) FROM transactions n JOIN transactions o "
+        "ON o.beneficiary_id = n.beneficiary_id AND o.scheme = n.scheme "
+        "AND o.instalment_period = n.instalment_period AND o.transaction_id < ? "
+        "WHERE n.transaction_id >= ?",
+        (first_new, first_new),
+    ).fetchone()[0]
+    assert clashes == 0
+
+
+def test_feed_stops_cleanly_when_every_instalment_is_paid(generated_db):
+    conn = store.open_database(generated_db)
+    feed = LiveFeed(conn, anomaly_rate=0.0, seed=5)
+    with pytest.raises(FeedExhausted, match="paid for the current period"):
+        for _ in range(100):
+            feed.tick(500)
+
+
+def test_feed_on_empty_database_is_a_clear_error(empty_conn):
+    with pytest.raises(FeedExhausted, match="no enrolled beneficiaries"):
+        LiveFeed(empty_conn)
+
+
+def test_ctrl_c_stops_the_simulator_cleanly(generated_db):
+    process = subprocess.Popen(
+        [PYTHON, "live_feed_simulator.py", "--db", str(generated_db), "--rate", "50"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(4)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "Inserted" in out and "Traceback" not in err
+    assert _count(generated_db) > 6_000
