@@ -84,6 +84,8 @@ def generate(transactions, seed, anomaly_rate, end_date, quiet, db_path):
     conn = store.open_database(settings.db_path, busy_timeout_ms=settings.busy_timeout_ms)
     end = end_date.date() if end_date else generator.DEFAULT_END_DATE
     generator.check_empty(conn)
+    if not quiet:
+        click.echo(f"Building beneficiaries and a year of payments (seed {seed})...", err=True)
     with tqdm(total=transactions, unit="tx", disable=quiet, desc="storing", file=sys.stderr) as bar:
         summary = generator.generate(
             conn,

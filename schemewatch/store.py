@@ -362,21 +362,8 @@ def _export_where(filters: ExportFilters) -> tuple[str, list]:
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-EXPORT_COLUMNS = (
-    "external_id",
-    "beneficiary_id",
-    "scheme",
-    "instalment_period",
-    "amount",
-    "paid_at",
-    "latitude",
-    "longitude",
-    "account_id",
-    "agent_id",
-    "channel",
-    "state",
-    "district",
-)
+# Exported columns: everything ingested except our own id and ingestion time.
+EXPORT_COLUMNS = TRANSACTION_COLUMNS[1:-1]
 
 
 def iter_export_rows(

@@ -76,12 +76,17 @@ def _added(rows: Payments, typology: str, groups) -> Injection:
     return Injection(np.empty(0, np.int64), rows)
 
 
-def over_entitlement(rng, world: World, pool: Pool, budget: int) -> Injection:
-    """Instalments paid at 1.4-4x the beneficiary's entitlement."""
+def _replace_each(rng, world, pool: Pool, budget: int, typology: str, alter) -> Injection:
+    """Replace `budget` random honest rows, each its own group, altered by `alter` in place."""
     index = pool.pick(rng, budget)
-    rows, injection = _replace(pool, index, "over_entitlement", pool.new_groups(len(index)))
-    inflate_amounts(rng, world, rows)
+    rows, injection = _replace(pool, index, typology, pool.new_groups(len(index)))
+    alter(rng, world, rows)
     return injection
+
+
+def over_entitlement(rng, world: World, pool: Pool, budget: int) -> Injection:
+    """Instalments paid at 1.3-4x the beneficiary's entitlement."""
+    return _replace_each(rng, world, pool, budget, "over_entitlement", inflate_amounts)
 
 
 def inflate_amounts(rng, world: World, rows: Payments) -> None:
@@ -254,10 +259,7 @@ def payment_after_death(rng, world: World, pool: Pool, budget: int) -> Injection
 
 def geo_mismatch(rng, world: World, pool: Pool, budget: int) -> Injection:
     """Payouts drawn at an agent 800+ km from the beneficiary's home district."""
-    index = pool.pick(rng, budget)
-    rows, injection = _replace(pool, index, "geo_mismatch", pool.new_groups(len(index)))
-    send_far_away(rng, world, rows)
-    return injection
+    return _replace_each(rng, world, pool, budget, "geo_mismatch", send_far_away)
 
 
 def send_far_away(rng, world: World, rows: Payments) -> None:

@@ -2,8 +2,8 @@ import csv
 import subprocess
 
 import pytest
-
 from conftest import PYTHON, ROOT
+
 from schemewatch import exporter, importer, store
 from schemewatch.errors import ImportRejected
 

@@ -3,8 +3,8 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import PYTHON, ROOT
+
 from schemewatch import store
 from schemewatch.errors import FeedExhausted
 from schemewatch.live_feed import LiveFeed
