@@ -1,0 +1,291 @@
+"""Transaction features: the one pure implementation shared by training and scoring.
+
+Input frames in, a float32 matrix out; no I/O, no TensorFlow. Behavioural features look only at
+the past as of each payment: rows paid earlier, or at the same second but ingested earlier (smaller
+transaction_id). `compute_features(batch, registry, history)` gives, for the rows of `batch`, the
+same values as computing over the whole table, provided `history` holds the earlier rows the
+windows reach (see `HISTORY_NEEDS`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from schemewatch import schemes
+from schemewatch.geography import haversine_km
+
+HOUR, DAY = 3600, schemes.DAY
+BENEFICIARY_WINDOWS = {"1h": HOUR, "24h": DAY, "30d": 30 * DAY}
+AGENT_WINDOW = 600
+NO_PREVIOUS_PAYMENT_DAYS = 400.0
+MAX_AGENT_WINDOW_ROWS = 64
+
+# What history an incremental batch needs for exact parity with a whole-table computation.
+HISTORY_NEEDS = {
+    "beneficiary": NO_PREVIOUS_PAYMENT_DAYS * DAY,  # days since last payment looks back this far
+    "account": None,  # all earlier payments into the batch's accounts
+    "agent": AGENT_WINDOW,
+}
+
+TRANSACTION_FIELDS = (
+    "transaction_id",
+    "beneficiary_id",
+    "scheme",
+    "instalment_period",
+    "amount",
+    "paid_at",
+    "latitude",
+    "longitude",
+    "account_id",
+    "agent_id",
+    "channel",
+)
+
+FEATURE_NAMES = (
+    "log_amount",
+    "amount_to_entitlement",
+    "hour_sin",
+    "hour_cos",
+    "weekday_sin",
+    "weekday_cos",
+    "position_in_period",
+    "off_cycle",
+    "log_km_from_home",
+    *(f"log_payments_{w}" for w in BENEFICIARY_WINDOWS),
+    *(f"log_amount_{w}" for w in BENEFICIARY_WINDOWS),
+    "earlier_payments_same_period",
+    "log_days_since_last_payment",
+    "log_beneficiaries_on_account",
+    "log_agent_payments_10min",
+    "log_agent_beneficiaries_10min",
+    "log_days_paid_after_death",
+    "log_beneficiaries_sharing_phone",
+    "log_operator_enrolments_same_days",
+    *(f"channel_{c.lower()}" for c in schemes.CHANNELS),
+)
+
+
+@dataclass(frozen=True)
+class Registry:
+    """What scoring may know about beneficiaries: homes, entitlements, deaths, enrolment context.
+
+    `beneficiaries` is indexed by beneficiary_id with columns home_latitude, home_longitude,
+    death_time (unix seconds or NaN), phone_sharers, operator_enrolments_same_days;
+    `entitlements` is indexed by (beneficiary_id, scheme) with column entitlement.
+    """
+
+    beneficiaries: pd.DataFrame
+    entitlements: pd.DataFrame
+
+
+def compute_features(
+    batch: pd.DataFrame, registry: Registry, history: pd.DataFrame | None = None
+) -> np.ndarray:
+    """Feature matrix (len(batch) x len(FEATURE_NAMES), float32) for the rows of `batch`."""
+    if len(batch) == 0:
+        return np.zeros((0, len(FEATURE_NAMES)), np.float32)
+    frame = batch if history is None or len(history) == 0 else _with_history(batch, history)
+    frame = frame.sort_values(["paid_at", "transaction_id"], kind="stable").reset_index(drop=True)
+    columns = {
+        **_row_features(frame, registry),
+        **_beneficiary_windows(frame),
+        **_account_and_agent(frame),
+    }
+    matrix = np.column_stack([columns[name] for name in FEATURE_NAMES]).astype(np.float32)
+    position = pd.Series(np.arange(len(frame)), index=frame["transaction_id"].to_numpy())
+    return matrix[position.loc[batch["transaction_id"].to_numpy()].to_numpy()]
+
+
+def _with_history(batch: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    earlier = history[~history["transaction_id"].isin(batch["transaction_id"])]
+    return pd.concat([earlier[list(TRANSACTION_FIELDS)], batch[list(TRANSACTION_FIELDS)]])
+
+
+def _row_features(frame: pd.DataFrame, registry: Registry) -> dict[str, np.ndarray]:
+    paid_at = frame["paid_at"].to_numpy(np.int64)
+    amount = frame["amount"].to_numpy(float)
+    people = registry.beneficiaries.reindex(frame["beneficiary_id"])
+    keys = pd.MultiIndex.from_arrays([frame["beneficiary_id"], frame["scheme"]])
+    entitlement = registry.entitlements["entitlement"].reindex(keys).to_numpy(float)
+    entitlement = np.where(np.isfinite(entitlement) & (entitlement > 0), entitlement, amount)
+    hour = schemes.local_hours(paid_at)
+    weekday = (((paid_at + schemes.IST_OFFSET_SECONDS) // DAY) + 3) % 7
+    start, end = _period_windows(frame)
+    km = haversine_km(
+        frame["latitude"], frame["longitude"], people["home_latitude"], people["home_longitude"]
+    )
+    death = people["death_time"].to_numpy(float)
+    after_death = np.where(np.isfinite(death), np.maximum(0.0, (paid_at - death) / DAY), 0.0)
+    channel = frame["channel"].fillna("").to_numpy(str)
+    return {
+        "log_amount": np.log1p(amount),
+        "amount_to_entitlement": amount / entitlement,
+        "hour_sin": np.sin(2 * np.pi * hour / 24),
+        "hour_cos": np.cos(2 * np.pi * hour / 24),
+        "weekday_sin": np.sin(2 * np.pi * weekday / 7),
+        "weekday_cos": np.cos(2 * np.pi * weekday / 7),
+        "position_in_period": np.clip((paid_at - start) / np.maximum(end - start, 1), -1.0, 2.0),
+        "off_cycle": ((paid_at < start) | (paid_at >= end)).astype(float),
+        "log_km_from_home": np.log1p(np.nan_to_num(km, nan=0.0)),
+        "log_days_paid_after_death": np.log1p(after_death),
+        "log_beneficiaries_sharing_phone": np.log1p(people["phone_sharers"].fillna(1).to_numpy()),
+        "log_operator_enrolments_same_days": np.log1p(
+            people["operator_enrolments_same_days"].fillna(1).to_numpy()
+        ),
+        **{f"channel_{c.lower()}": (channel == c).astype(float) for c in schemes.CHANNELS},
+    }
+
+
+def _period_windows(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    pairs = frame["scheme"] + "|" + frame["instalment_period"]
+    codes, uniques = pd.factorize(pairs)
+    bounds = np.array([schemes.period_window(*p.split("|", 1)) for p in uniques], dtype=np.int64)
+    return bounds[codes, 0], bounds[codes, 1]
+
+
+def _grouped_order(keys: np.ndarray, paid_at: np.ndarray) -> np.ndarray:
+    """Order rows by key, then time (frame is already in (time, id) order, so stable keeps id)."""
+    return np.lexsort((paid_at, keys))
+
+
+def _window_counts(keys, paid_at, amount, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Earlier rows with the same key paid within `window` seconds before, and their amount."""
+    order = _grouped_order(keys, paid_at)
+    composite = keys[order].astype(np.int64) * (1 << 34) + paid_at[order]
+    first = np.searchsorted(composite, composite - window, side="left")
+    position = np.arange(len(order))
+    cumulative = np.concatenate([[0.0], np.cumsum(amount[order])])
+    counts, sums = np.empty(len(order)), np.empty(len(order))
+    counts[order] = position - first
+    sums[order] = cumulative[position] - cumulative[first]
+    return counts, sums
+
+
+def _beneficiary_windows(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    paid_at = frame["paid_at"].to_numpy(np.int64)
+    amount = frame["amount"].to_numpy(float)
+    beneficiary = pd.factorize(frame["beneficiary_id"])[0]
+    out = {}
+    for name, window in BENEFICIARY_WINDOWS.items():
+        counts, sums = _window_counts(beneficiary, paid_at, amount, window)
+        out[f"log_payments_{name}"] = np.log1p(counts)
+        out[f"log_amount_{name}"] = np.log1p(sums)
+    period_key = pd.factorize(
+        frame["beneficiary_id"] + "|" + frame["scheme"] + "|" + frame["instalment_period"]
+    )[0]
+    out["earlier_payments_same_period"] = _earlier_in_group(period_key)
+    order = _grouped_order(beneficiary, paid_at)
+    gap = np.full(len(order), NO_PREVIOUS_PAYMENT_DAYS)
+    same = beneficiary[order][1:] == beneficiary[order][:-1]
+    previous_gap = (paid_at[order][1:] - paid_at[order][:-1]) / DAY
+    gap_sorted = np.r_[
+        NO_PREVIOUS_PAYMENT_DAYS, np.where(same, previous_gap, NO_PREVIOUS_PAYMENT_DAYS)
+    ]
+    gap[order] = np.minimum(gap_sorted, NO_PREVIOUS_PAYMENT_DAYS)
+    out["log_days_since_last_payment"] = np.log1p(gap)
+    return out
+
+
+def _earlier_in_group(keys: np.ndarray) -> np.ndarray:
+    """How many earlier rows (frame order) share this row's key."""
+    return pd.Series(keys).groupby(keys).cumcount().to_numpy(float)
+
+
+def _account_and_agent(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    paid_at = frame["paid_at"].to_numpy(np.int64)
+    beneficiary = pd.factorize(frame["beneficiary_id"])[0]
+    account = pd.factorize(frame["account_id"].fillna("~none"))[0]
+    first_time_on_account = ~pd.Series(account * (len(frame) + 1) + beneficiary).duplicated()
+    distinct = pd.Series(first_time_on_account.to_numpy(int)).groupby(account).cumsum().to_numpy()
+    distinct = np.where(frame["account_id"].isna().to_numpy(), 1, distinct)
+    has_agent = frame["agent_id"].notna().to_numpy()
+    agent = pd.factorize(frame["agent_id"].fillna("~none"))[0]
+    agent_counts, _ = _window_counts(agent, paid_at, np.zeros(len(frame)), AGENT_WINDOW)
+    agent_distinct = _distinct_in_window(agent, beneficiary, paid_at, AGENT_WINDOW)
+    return {
+        "log_beneficiaries_on_account": np.log1p(distinct),
+        "log_agent_payments_10min": np.log1p(np.where(has_agent, agent_counts, 0)),
+        "log_agent_beneficiaries_10min": np.log1p(np.where(has_agent, agent_distinct, 0)),
+    }
+
+
+def _distinct_in_window(keys, values, paid_at, window: int) -> np.ndarray:
+    """Distinct `values` among this row and earlier rows of the same key within `window` s."""
+    order = _grouped_order(keys, paid_at)
+    k, v, t = keys[order], values[order], paid_at[order]
+    composite = k.astype(np.int64) * (1 << 34) + t
+    first = np.searchsorted(composite, composite - window, side="left")
+    n = len(order)
+    previous_same = np.full(n, -1)
+    pair = pd.Series(k.astype(np.int64) * (n + 1) + v)
+    shifted = pair.groupby(pair.to_numpy()).cumcount().to_numpy()
+    positions = np.arange(n)
+    previous_same[shifted > 0] = _previous_index(pair.to_numpy())[shifted > 0]
+    distinct = np.zeros(n)
+    for offset in range(min(MAX_AGENT_WINDOW_ROWS, n)):
+        j = positions - offset
+        inside = j >= first
+        if not inside.any():
+            break
+        distinct += inside & (previous_same[np.maximum(j, 0)] < first)
+    out = np.empty(n)
+    out[order] = distinct
+    return out
+
+
+def _previous_index(pairs: np.ndarray) -> np.ndarray:
+    """For each position, the index of the previous position holding the same value (or -1)."""
+    order = np.argsort(pairs, kind="stable")
+    previous = np.full(len(pairs), -1)
+    same = pairs[order][1:] == pairs[order][:-1]
+    previous[order[1:][same]] = order[:-1][same]
+    return previous
+
+
+def build_registry(beneficiaries: pd.DataFrame, enrolments: pd.DataFrame) -> Registry:
+    """Registry context from the beneficiaries and enrolments tables (as frames)."""
+    people = beneficiaries.set_index("beneficiary_id")
+    death = pd.to_datetime(people["date_of_death"], errors="coerce")
+    death_time = (
+        death - pd.Timestamp("1970-01-01")
+    ).dt.total_seconds() - schemes.IST_OFFSET_SECONDS
+    phone = people["phone_hash"]
+    sharers = phone.map(phone.value_counts()).where(phone.notna(), 1)
+    enrolled = pd.to_datetime(people["enrolled_on"], errors="coerce")
+    day = (enrolled - pd.Timestamp("1970-01-01")).dt.days
+    per_day = pd.Series(1, index=pd.MultiIndex.from_arrays([people["enrolled_by"], day]))
+    per_day = per_day.groupby(level=[0, 1]).sum()
+    nearby = sum(
+        per_day.reindex(pd.MultiIndex.from_arrays([people["enrolled_by"], day + shift]))
+        .fillna(0)
+        .to_numpy()
+        for shift in (-1, 0, 1)
+    )
+    context = pd.DataFrame(
+        {
+            "home_latitude": people["home_latitude"].to_numpy(float),
+            "home_longitude": people["home_longitude"].to_numpy(float),
+            "death_time": death_time.to_numpy(float),
+            "phone_sharers": sharers.to_numpy(float),
+            "operator_enrolments_same_days": np.where(day.notna(), nearby, 1.0),
+        },
+        index=people.index,
+    )
+    entitlements = enrolments.set_index(["beneficiary_id", "scheme"])[["entitlement"]]
+    return Registry(context, entitlements)
+
+
+def history_needed(batch: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `earlier` that the batch's windows reach (see HISTORY_NEEDS)."""
+    since = int(batch["paid_at"].min())
+    by_beneficiary = earlier["beneficiary_id"].isin(batch["beneficiary_id"]) & (
+        earlier["paid_at"] >= since - HISTORY_NEEDS["beneficiary"]
+    )
+    by_account = earlier["account_id"].isin(batch["account_id"].dropna())
+    by_agent = earlier["agent_id"].isin(batch["agent_id"].dropna()) & (
+        earlier["paid_at"] >= since - HISTORY_NEEDS["agent"]
+    )
+    return earlier[by_beneficiary | by_account | by_agent]
