@@ -16,6 +16,7 @@ import pandas as pd
 
 from schemewatch import schemes
 from schemewatch.geography import haversine_km
+from schemewatch.store import SCORING_COLUMNS
 
 HOUR, DAY = 3600, schemes.DAY
 BENEFICIARY_WINDOWS = {"1h": HOUR, "24h": DAY, "30d": 30 * DAY}
@@ -30,19 +31,7 @@ HISTORY_NEEDS = {
     "agent": AGENT_WINDOW,
 }
 
-TRANSACTION_FIELDS = (
-    "transaction_id",
-    "beneficiary_id",
-    "scheme",
-    "instalment_period",
-    "amount",
-    "paid_at",
-    "latitude",
-    "longitude",
-    "account_id",
-    "agent_id",
-    "channel",
-)
+TRANSACTION_FIELDS = SCORING_COLUMNS
 
 FEATURE_NAMES = (
     "log_amount",

@@ -41,6 +41,8 @@ TRANSACTION_COLUMNS = (
     "district",
     "ingested_at",
 )
+# What feature computation reads from a transaction: never labels, never ingestion details.
+SCORING_COLUMNS = (TRANSACTION_COLUMNS[0], *TRANSACTION_COLUMNS[2:12])
 BENEFICIARY_COLUMNS = (
     "beneficiary_id",
     "state",
