@@ -43,8 +43,18 @@ def db_option(command):
     )(command)
 
 
-def settings_for(db_path: Path | None) -> Settings:
-    return load_settings(db_path=db_path)
+def model_dir_option(command):
+    """--model-dir DIR, defaulting to settings (SCHEMEWATCH_MODEL_DIR or modeling/)."""
+    return click.option(
+        "--model-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Folder of trained models [default: modeling/]",
+    )(command)
+
+
+def settings_for(db_path: Path | None, model_dir: Path | None = None) -> Settings:
+    return load_settings(db_path=db_path, model_dir=model_dir)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -215,6 +225,101 @@ def export(out_path, date_from, date_to, scheme, state, with_labels, db_path):
     )
     count = exporter.export_csv(conn, out_path, filters, with_labels=with_labels)
     click.echo(f"Exported {count:,} transactions to {out_path}.")
+
+
+@cli.command()
+@click.option(
+    "--alert-budget",
+    type=click.FloatRange(0.0001, 0.5),
+    default=0.01,
+    show_default=True,
+    help="Share of training rows above the alert threshold.",
+)
+@click.option("--epochs", type=click.IntRange(1, 200), default=None, help="Training epochs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@db_option
+@model_dir_option
+@friendly_errors
+def train(alert_budget, epochs, seed, db_path, model_dir):
+    """Train the autoencoder on every stored transaction and save it as the current model."""
+    from dataclasses import replace
+
+    from schemewatch import modeling
+    from schemewatch.detector import AutoencoderConfig
+
+    settings = settings_for(db_path, model_dir)
+    config = AutoencoderConfig(seed=seed)
+    config = replace(config, epochs=epochs) if epochs else config
+    card = modeling.train(
+        settings.db_path,
+        settings.model_dir,
+        alert_budget=alert_budget,
+        config=config,
+        progress=lambda line: click.echo(line, err=True),
+    )
+    click.echo(
+        f"Trained model {card['version']} on {card['rows']:,} transactions in "
+        f"{card['training_seconds']} s; threshold {card['threshold']:.4f} "
+        f"({alert_budget:.1%} of training rows above it); "
+        f"final loss {card['training_loss'][-1]:.4f}."
+    )
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Score everything pending, then exit (backfill).")
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.01),
+    default=0.25,
+    show_default=True,
+    help="Seconds between checks for new transactions.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=2_000_000,
+    show_default=True,
+    help="Most rows scored per tick.",
+)
+@click.option("--quiet", is_flag=True)
+@db_option
+@model_dir_option
+@friendly_errors
+def monitor(once, poll, batch_size, quiet, db_path, model_dir):
+    """Score every new transaction with the current model; pick up new models as they appear."""
+    from schemewatch import monitor as monitoring
+
+    settings = settings_for(db_path, model_dir)
+    report = None if quiet else (lambda line: click.echo(line, err=True))
+    scored = monitoring.run(
+        settings.db_path,
+        settings.model_dir,
+        once=once,
+        poll=poll,
+        batch_size=batch_size,
+        report=report,
+    )
+    click.echo(f"Scored {scored:,} transactions.")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@db_option
+@model_dir_option
+@friendly_errors
+def evaluate(as_json, db_path, model_dir):
+    """Compare the autoencoder with two baselines against the generator's ground truth."""
+    import json
+
+    from schemewatch import evaluation
+
+    settings = settings_for(db_path, model_dir)
+    report = evaluation.evaluate(
+        settings.db_path,
+        settings.model_dir,
+        progress=None if as_json else (lambda line: click.echo(line, err=True)),
+    )
+    click.echo(json.dumps(report, indent=2) if as_json else evaluation.format_table(report))
 
 
 def main(argv: list[str] | None = None) -> None:

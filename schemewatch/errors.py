@@ -30,3 +30,7 @@ class GenerationError(SchemewatchError):
 
 class FeedExhausted(SchemewatchError):
     """Every enrolled beneficiary has been paid for the current periods."""
+
+
+class ModelError(SchemewatchError):
+    """A model is missing, damaged, or does not match this code's features."""

@@ -234,37 +234,36 @@ def _previous_index(pairs: np.ndarray) -> np.ndarray:
     return previous
 
 
-def build_registry(beneficiaries: pd.DataFrame, enrolments: pd.DataFrame) -> Registry:
-    """Registry context from the beneficiaries and enrolments tables (as frames)."""
-    people = beneficiaries.set_index("beneficiary_id")
+REGISTRY_COLUMNS = (
+    "beneficiary_id",
+    "home_latitude",
+    "home_longitude",
+    "date_of_death",
+    "phone_sharers",
+    "operator_enrolments_same_days",
+)
+
+
+def build_registry(context: pd.DataFrame, entitlements: pd.DataFrame) -> Registry:
+    """Registry from per-beneficiary context (REGISTRY_COLUMNS) and enrolment entitlements."""
+    people = context.set_index("beneficiary_id")
     death = pd.to_datetime(people["date_of_death"], errors="coerce")
     death_time = (
         death - pd.Timestamp("1970-01-01")
     ).dt.total_seconds() - schemes.IST_OFFSET_SECONDS
-    phone = people["phone_hash"]
-    sharers = phone.map(phone.value_counts()).where(phone.notna(), 1)
-    enrolled = pd.to_datetime(people["enrolled_on"], errors="coerce")
-    day = (enrolled - pd.Timestamp("1970-01-01")).dt.days
-    per_day = pd.Series(1, index=pd.MultiIndex.from_arrays([people["enrolled_by"], day]))
-    per_day = per_day.groupby(level=[0, 1]).sum()
-    nearby = sum(
-        per_day.reindex(pd.MultiIndex.from_arrays([people["enrolled_by"], day + shift]))
-        .fillna(0)
-        .to_numpy()
-        for shift in (-1, 0, 1)
-    )
-    context = pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "home_latitude": people["home_latitude"].to_numpy(float),
             "home_longitude": people["home_longitude"].to_numpy(float),
             "death_time": death_time.to_numpy(float),
-            "phone_sharers": sharers.to_numpy(float),
-            "operator_enrolments_same_days": np.where(day.notna(), nearby, 1.0),
+            "phone_sharers": people["phone_sharers"].to_numpy(float),
+            "operator_enrolments_same_days": people["operator_enrolments_same_days"].to_numpy(
+                float
+            ),
         },
         index=people.index,
     )
-    entitlements = enrolments.set_index(["beneficiary_id", "scheme"])[["entitlement"]]
-    return Registry(context, entitlements)
+    return Registry(frame, entitlements.set_index(["beneficiary_id", "scheme"])[["entitlement"]])
 
 
 def history_needed(batch: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:

@@ -158,8 +158,32 @@ def _migration_initial(conn: sqlite3.Connection) -> None:
     _create_indexes(conn)
 
 
+SCORES = "scores"
+
+_SCORES_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {SCORES} (
+    model_version TEXT NOT NULL,
+    transaction_id INTEGER NOT NULL REFERENCES {TRANSACTIONS}(transaction_id),
+    score REAL NOT NULL,
+    threshold REAL NOT NULL,
+    is_alert INTEGER NOT NULL CHECK (is_alert IN (0, 1)),
+    reasons TEXT,
+    resembles TEXT,
+    scored_at REAL NOT NULL,
+    PRIMARY KEY (model_version, transaction_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_scores_alerts ON {SCORES}(model_version, score) WHERE is_alert = 1
+"""
+
+
+def _migration_scores(conn: sqlite3.Connection) -> None:
+    for statement in _SCORES_SCHEMA.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 # Named, ordered migrations; a database records the last one applied in PRAGMA user_version.
-MIGRATIONS = (("initial schema", _migration_initial),)
+MIGRATIONS = (("initial schema", _migration_initial), ("model scores", _migration_scores))
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -291,7 +315,7 @@ def bulk_load(conn: sqlite3.Connection) -> Iterator[None]:
 
 def count_rows(conn: sqlite3.Connection, table: str) -> int:
     """Row count of one of our tables."""
-    if table not in (TRANSACTIONS, BENEFICIARIES, ENROLMENTS, PAYOUT_AGENTS, GROUND_TRUTH):
+    if table not in (TRANSACTIONS, BENEFICIARIES, ENROLMENTS, PAYOUT_AGENTS, GROUND_TRUTH, SCORES):
         raise ValueError(f"unknown table {table}")
     return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
@@ -461,3 +485,106 @@ def existing_enrolments(conn: sqlite3.Connection, pairs) -> set[tuple[str, str]]
         if conn.execute(sql, pair).fetchone() is not None:
             found.add(tuple(pair))
     return found
+
+
+# -- bulk reads for scoring --------------------------------------------------------------------
+# Not through ADBC/Arrow: its driver links a private copy of SQLite, and two SQLite copies in one
+# process break each other's POSIX locks (WAL writes were lost when we tried it).
+
+SCORE_COLUMNS = (
+    "model_version",
+    "transaction_id",
+    "score",
+    "threshold",
+    "is_alert",
+    "reasons",
+    "resembles",
+    "scored_at",
+)
+
+
+def read_frame(path: Path | str, sql: str, params: tuple = ()):
+    """Run a read-only query on its own connection and return a pandas DataFrame."""
+    import pandas as pd
+
+    conn = connect(path, readonly=True)
+    conn.row_factory = None
+    try:
+        cursor = conn.execute(sql, params)
+        columns = [d[0] for d in cursor.description]
+        return pd.DataFrame.from_records(cursor.fetchall(), columns=columns)
+    except sqlite3.OperationalError as exc:
+        raise DatabaseError(f"cannot read {path}: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def transactions_for_scoring(path: Path | str, after_id: int, through_id: int | None = None):
+    """Transactions with after_id < transaction_id <= through_id, for feature computation."""
+    upper = "" if through_id is None else " AND transaction_id <= ?"
+    params = (after_id,) if through_id is None else (after_id, through_id)
+    sql = (
+        f"SELECT {', '.join(SCORING_COLUMNS)} FROM {TRANSACTIONS} "
+        f"WHERE transaction_id > ?{upper} ORDER BY transaction_id"
+    )
+    return read_frame(path, sql, params)
+
+
+def ground_truth_frame(path: Path | str):
+    """Every labelled transaction (evaluation only: training and scoring never call this)."""
+    return read_frame(path, f"SELECT transaction_id, typology, group_id FROM {GROUND_TRUTH}")
+
+
+_REGISTRY_CONTEXT = f"""
+SELECT b.beneficiary_id, b.home_latitude, b.home_longitude, b.date_of_death,
+    (SELECT COUNT(*) FROM {BENEFICIARIES} p WHERE p.phone_hash = b.phone_hash)
+        AS phone_sharers,
+    (SELECT COUNT(*) FROM {BENEFICIARIES} o WHERE o.enrolled_by = b.enrolled_by
+        AND o.enrolled_on BETWEEN date(b.enrolled_on, '-1 day') AND date(b.enrolled_on, '+1 day'))
+        AS operator_enrolments_same_days
+FROM {BENEFICIARIES} b"""
+
+
+def registry_context(conn: sqlite3.Connection, beneficiary_ids=None) -> list[tuple]:
+    """Home, death and enrolment context per beneficiary (all, or only those given)."""
+    if beneficiary_ids is None:
+        return [tuple(r) for r in conn.execute(_REGISTRY_CONTEXT)]
+    return _by_ids(
+        conn, _REGISTRY_CONTEXT + " WHERE b.beneficiary_id IN ({marks})", beneficiary_ids
+    )
+
+
+def entitlements(conn: sqlite3.Connection, beneficiary_ids=None) -> list[tuple]:
+    """(beneficiary_id, scheme, entitlement) for all enrolments, or those of some beneficiaries."""
+    sql = f"SELECT beneficiary_id, scheme, entitlement FROM {ENROLMENTS}"
+    if beneficiary_ids is None:
+        return [tuple(r) for r in conn.execute(sql)]
+    return _by_ids(conn, sql + " WHERE beneficiary_id IN ({marks})", beneficiary_ids)
+
+
+def _by_ids(conn: sqlite3.Connection, template: str, ids) -> list[tuple]:
+    ids = list(dict.fromkeys(ids))
+    rows: list[tuple] = []
+    for start in range(0, len(ids), 900):
+        chunk = ids[start : start + 900]
+        sql = template.format(marks=", ".join("?" for _ in chunk))
+        rows.extend(tuple(r) for r in conn.execute(sql, chunk))
+    return rows
+
+
+def scored_through(conn: sqlite3.Connection, model_version: str) -> int:
+    """Highest transaction id scored by this model version (0 if none)."""
+    sql = f"SELECT MAX(transaction_id) FROM {SCORES} WHERE model_version = ?"
+    return conn.execute(sql, (model_version,)).fetchone()[0] or 0
+
+
+def last_transaction_id(conn: sqlite3.Connection) -> int:
+    """Highest transaction id stored (0 for an empty table)."""
+    return conn.execute(f"SELECT COALESCE(MAX(transaction_id), 0) FROM {TRANSACTIONS}").fetchone()[
+        0
+    ]
+
+
+def insert_scores(conn: sqlite3.Connection, rows) -> None:
+    """Insert score rows (SCORE_COLUMNS order); the primary key refuses a second score."""
+    conn.executemany(_insert_sql(SCORES, SCORE_COLUMNS), rows)

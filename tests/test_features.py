@@ -2,19 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from schemewatch import features
+from schemewatch import features, modeling, store
 
 
 @pytest.fixture
-def tables(conn):
-    columns = ", ".join(features.TRANSACTION_FIELDS)
-    sql = f"SELECT {columns} FROM transactions ORDER BY transaction_id"
-    transactions = pd.read_sql_query(sql, conn)
-    registry = features.build_registry(
-        pd.read_sql_query("SELECT * FROM beneficiaries", conn),
-        pd.read_sql_query("SELECT * FROM enrolments", conn),
-    )
-    return transactions, registry
+def tables(conn, generated_db):
+    return store.transactions_for_scoring(generated_db, 0), modeling.load_registry(conn)
 
 
 def test_features_have_the_declared_shape_and_are_finite(tables):

@@ -1,0 +1,182 @@
+"""Plain-word reasons for an alert: the features that contribute most to its reconstruction error,
+each stated against the normal range seen in training, and the typology the alert most resembles.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+import numpy as np
+
+from schemewatch import features
+from schemewatch.exporter import IST
+
+TOP_REASONS = 3
+
+# Which typology each feature speaks for (used to say what an alert most resembles).
+FEATURE_TYPOLOGY = {
+    "log_amount": "over_entitlement",
+    "amount_to_entitlement": "over_entitlement",
+    "hour_sin": "agent_collusion",
+    "hour_cos": "agent_collusion",
+    "weekday_sin": "agent_collusion",
+    "weekday_cos": "agent_collusion",
+    "position_in_period": "off_cycle",
+    "off_cycle": "off_cycle",
+    "log_km_from_home": "geo_mismatch",
+    "log_payments_1h": "burst",
+    "log_payments_24h": "burst",
+    "log_payments_30d": "burst",
+    "log_amount_1h": "burst",
+    "log_amount_24h": "burst",
+    "log_amount_30d": "burst",
+    "earlier_payments_same_period": "duplicate_instalment",
+    "log_days_since_last_payment": "burst",
+    "log_beneficiaries_on_account": "shared_account_ring",
+    "log_agent_payments_10min": "agent_collusion",
+    "log_agent_beneficiaries_10min": "agent_collusion",
+    "log_days_paid_after_death": "payment_after_death",
+    "log_beneficiaries_sharing_phone": "ghost_beneficiary",
+    "log_operator_enrolments_same_days": "ghost_beneficiary",
+    "channel_bank": "geo_mismatch",
+    "channel_aeps": "agent_collusion",
+    "channel_post": "agent_collusion",
+    "channel_cash": "agent_collusion",
+}
+assert set(FEATURE_TYPOLOGY) == set(features.FEATURE_NAMES)
+
+
+def _raw(name: str, value: float) -> float:
+    """Undo the log1p of count and amount features."""
+    return math.expm1(value) if name.startswith("log_") else value
+
+
+def _count(value: float) -> str:
+    return f"{round(value):,}"
+
+
+def _range(name: str, normal: list[float], unit=_count) -> str:
+    low, high = (_raw(name, v) for v in normal)
+    return unit(low) if unit(low) == unit(high) else f"{unit(low)}–{unit(high)}"
+
+
+def _rupees(value: float) -> str:
+    return f"₹{value:,.0f}"
+
+
+def _km(value: float) -> str:
+    return f"{value:,.0f} km"
+
+
+_SENTENCES = {
+    "log_amount": ("paid {value}; normal is {normal}", _rupees),
+    "amount_to_entitlement": (
+        "paid {value} the entitlement; normal is {normal}",
+        lambda v: f"{v:.1f}×",
+    ),
+    "log_km_from_home": ("paid {value} from the beneficiary's home; normal is {normal}", _km),
+    "log_payments_1h": (
+        "{value} earlier payments to this beneficiary in the last hour; normal is {normal}",
+        _count,
+    ),
+    "log_payments_24h": (
+        "{value} earlier payments to this beneficiary in the last 24 hours; normal is {normal}",
+        _count,
+    ),
+    "log_payments_30d": (
+        "{value} earlier payments to this beneficiary in the last 30 days; normal is {normal}",
+        _count,
+    ),
+    "log_amount_1h": (
+        "{value} already paid to this beneficiary in the last hour; normal is {normal}",
+        _rupees,
+    ),
+    "log_amount_24h": (
+        "{value} already paid to this beneficiary in the last 24 hours; normal is {normal}",
+        _rupees,
+    ),
+    "log_amount_30d": (
+        "{value} already paid to this beneficiary in the last 30 days; normal is {normal}",
+        _rupees,
+    ),
+    "earlier_payments_same_period": (
+        "this instalment was already paid {value} time(s) in the same period; normal is {normal}",
+        _count,
+    ),
+    "log_days_since_last_payment": (
+        "{value} days since the previous payment; normal is {normal}",
+        lambda v: f"{v:,.1f}",
+    ),
+    "log_beneficiaries_on_account": (
+        "{value} different beneficiaries paid into this account; normal is {normal}",
+        _count,
+    ),
+    "log_agent_payments_10min": (
+        "the payout agent made {value} payouts in the last 10 minutes; normal is {normal}",
+        _count,
+    ),
+    "log_agent_beneficiaries_10min": (
+        "the payout agent paid {value} different beneficiaries in the last 10 minutes; normal is {normal}",
+        _count,
+    ),
+    "log_days_paid_after_death": (
+        "paid {value} days after the beneficiary's recorded death; normal is {normal}",
+        _count,
+    ),
+    "log_beneficiaries_sharing_phone": (
+        "{value} beneficiaries registered with the same phone; normal is {normal}",
+        _count,
+    ),
+    "log_operator_enrolments_same_days": (
+        "enrolled in a batch of {value} by one operator within a day; normal is {normal}",
+        _count,
+    ),
+}
+
+
+def sentence(name: str, value: float, normal: list[float], row: dict) -> str:
+    """One plain-word reason for one feature of one payment."""
+    if name in _SENTENCES:
+        template, unit = _SENTENCES[name]
+        return template.format(value=unit(_raw(name, value)), normal=_range(name, normal, unit))
+    when = datetime.fromtimestamp(int(row["paid_at"]), IST)
+    if name.startswith("hour_"):
+        return f"paid at {when:%H:%M} IST, an unusual time for this kind of payment"
+    if name.startswith("weekday_"):
+        return f"paid on a {when:%A}, an unusual day for this kind of payment"
+    if name in ("position_in_period", "off_cycle"):
+        return (
+            f"paid on {when:%d %b %Y}, outside the usual payment window of instalment "
+            f"{row['instalment_period']}"
+        )
+    return f"paid through {row.get('channel') or 'an unknown channel'}, unusual for this payment"
+
+
+def explain(contributions: np.ndarray, matrix: np.ndarray, rows: list[dict], card: dict):
+    """For each row: (reasons as dicts with text, top first; the typology it most resembles)."""
+    names = features.FEATURE_NAMES
+    ranges = card["normal_ranges"]
+    typologies = sorted(set(FEATURE_TYPOLOGY.values()))
+    membership = np.array([[FEATURE_TYPOLOGY[n] == t for t in typologies] for n in names], float)
+    low = np.array([ranges[n][0] for n in names])
+    high = np.array([ranges[n][1] for n in names])
+    tolerance = 1e-6 + 1e-3 * (high - low)
+    unusual = (matrix < low - tolerance) | (matrix > high + tolerance)
+    # Rank features that are outside their normal range first; the rest only break ties.
+    weight = contributions * np.where(unusual, 1.0, 1e-3)
+    resemblance = weight @ membership
+    out = []
+    for i, row in enumerate(rows):
+        top = np.argsort(weight[i])[::-1][:TOP_REASONS]
+        top = [j for j in top if unusual[i, j]] or top[:1]
+        reasons = [
+            {
+                "feature": names[j],
+                "text": sentence(names[j], float(matrix[i, j]), ranges[names[j]], row),
+                "share": round(float(contributions[i, j] / max(contributions[i].sum(), 1e-12)), 3),
+            }
+            for j in top
+        ]
+        out.append((reasons, typologies[int(np.argmax(resemblance[i]))]))
+    return out

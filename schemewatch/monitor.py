@@ -1,0 +1,163 @@
+"""Score every transaction exactly once per model version, with reasons for every alert.
+
+`Monitor.tick()` scores the next pending rows (in transaction-id order) and commits them in
+chunks; each commit covers a contiguous id range, so the highest scored id is a safe cursor and a
+killed process resumes where its last commit ended. `run()` only loops, sleeps and handles signals.
+A newly trained model (current.json changes) is picked up at the next tick.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from schemewatch import explanations, features, modeling, store
+
+BACKFILL_BATCH = 2_000_000
+WRITE_CHUNK = 100_000
+
+
+@dataclass
+class TickResult:
+    """What one tick did."""
+
+    scored: int
+    alerts: int
+    model_version: str
+    pending: int
+
+
+class Monitor:
+    """Holds the loaded model and the history its behavioural features need."""
+
+    def __init__(self, db_path: Path, model_dir: Path, *, batch_size: int = BACKFILL_BATCH):
+        self.db_path = Path(db_path)
+        self.model_dir = Path(model_dir)
+        self.batch_size = batch_size
+        self.conn = store.open_database(self.db_path)
+        self.model: modeling.LoadedModel | None = None
+        self.history_parts: list[pd.DataFrame] = []
+        self.history_through = -1
+
+    def _ensure_model(self) -> modeling.LoadedModel:
+        version = modeling.current_version(self.model_dir)
+        if self.model is None or self.model.version != version:
+            self.model = modeling.load_model(self.model_dir, version)
+            self.history_through = -1  # rebuild history for the new version's cursor
+        return self.model
+
+    def _needed_history(self, batch: pd.DataFrame, cursor: int) -> pd.DataFrame | None:
+        """Earlier rows the batch's feature windows reach (kept in memory between ticks)."""
+        if self.history_through != cursor:
+            self.history_parts = [store.transactions_for_scoring(self.db_path, 0, cursor)]
+            self.history_through = cursor
+        if len(self.history_parts) > 50:
+            self.history_parts = [pd.concat(self.history_parts, ignore_index=True)]
+        needed = [features.history_needed(batch, part) for part in self.history_parts if len(part)]
+        return pd.concat(needed, ignore_index=True) if needed else None
+
+    def _remember(self, batch: pd.DataFrame) -> None:
+        self.history_parts.append(batch)
+        self.history_through = int(batch["transaction_id"].max())
+
+    def tick(self) -> TickResult:
+        """Score the next batch of pending transactions (if any)."""
+        model = self._ensure_model()
+        cursor = store.scored_through(self.conn, model.version)
+        last = store.last_transaction_id(self.conn)
+        if last <= cursor:
+            return TickResult(0, 0, model.version, 0)
+        through = min(last, cursor + self.batch_size)
+        batch = store.transactions_for_scoring(self.db_path, cursor, through)
+        needed = self._needed_history(batch, cursor)
+        registry = (
+            modeling.load_registry(self.conn)
+            if len(batch) > 50_000
+            else modeling.load_registry(self.conn, batch["beneficiary_id"].unique().tolist())
+        )
+        matrix = features.compute_features(batch, registry, needed)
+        contributions = model.detector.contributions(matrix)
+        scores = contributions.mean(axis=1)
+        alerts = self._write(batch, matrix, contributions, scores, model)
+        self._remember(batch)
+        return TickResult(len(batch), alerts, model.version, last - self.history_through)
+
+    def _write(self, batch, matrix, contributions, scores, model) -> int:
+        threshold = model.threshold
+        is_alert = scores > threshold
+        reasons = np.full(len(batch), None, dtype=object)
+        resembles = np.full(len(batch), None, dtype=object)
+        flagged = np.flatnonzero(is_alert)
+        if len(flagged):
+            rows = batch.iloc[flagged].to_dict("records")
+            explained = explanations.explain(
+                contributions[flagged], matrix[flagged], rows, model.card
+            )
+            reasons[flagged] = [json.dumps(r, ensure_ascii=False) for r, _ in explained]
+            resembles[flagged] = [t for _, t in explained]
+        ids = batch["transaction_id"].to_numpy()
+        for start in range(0, len(batch), WRITE_CHUNK):
+            part = slice(start, start + WRITE_CHUNK)
+            now = store.now()
+            rows = zip(
+                [model.version] * len(ids[part]),
+                ids[part].tolist(),
+                scores[part].astype(float).tolist(),
+                [threshold] * len(ids[part]),
+                is_alert[part].astype(int).tolist(),
+                reasons[part].tolist(),
+                resembles[part].tolist(),
+                [now] * len(ids[part]),
+                strict=True,
+            )
+            with store.write_transaction(self.conn):
+                store.insert_scores(self.conn, rows)
+        return int(is_alert.sum())
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop(signum, frame):
+    raise _Stop()
+
+
+def run(
+    db_path: Path,
+    model_dir: Path,
+    *,
+    once: bool,
+    poll: float,
+    batch_size: int = BACKFILL_BATCH,
+    report=None,
+) -> int:
+    """Score until nothing is pending (--once) or until Ctrl-C / SIGTERM (live)."""
+    monitor = Monitor(db_path, model_dir, batch_size=batch_size)
+    scored_total = 0
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        while True:
+            result = monitor.tick()
+            scored_total += result.scored
+            if result.scored and report:
+                report(
+                    f"scored {result.scored:,} transactions with model {result.model_version}: "
+                    f"{result.alerts:,} alerts; {result.pending:,} pending"
+                )
+            if once and result.pending == 0:
+                break
+            if not result.scored:
+                time.sleep(poll)
+    except (KeyboardInterrupt, _Stop):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        monitor.conn.close()
+    return scored_total

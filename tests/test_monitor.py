@@ -1,0 +1,263 @@
+"""Training, the monitor (exactly once, crash-safe, new models), explanations, evaluation."""
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+from conftest import PYTHON, ROOT
+
+from schemewatch import modeling
+from schemewatch.detector import AutoencoderConfig
+from schemewatch.errors import ModelError
+from schemewatch.monitor import Monitor
+from schemewatch.payments import TYPOLOGIES
+
+FAST = AutoencoderConfig(epochs=3, batch_size=512, seed=1)
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+@pytest.fixture(scope="module")
+def trained(generated_template, tmp_path_factory):
+    """The template database and a model trained on it, shared by read-only tests."""
+    folder = tmp_path_factory.mktemp("trained")
+    db = folder / "transactions.db"
+    shutil.copy(generated_template, db)
+    modeling.train(db, folder / "modeling", config=FAST)
+    return db, folder / "modeling"
+
+
+@pytest.fixture
+def scored_copy(trained, tmp_path):
+    db, models = trained
+    shutil.copy(db, tmp_path / "transactions.db")
+    shutil.copytree(models, tmp_path / "modeling")
+    return tmp_path / "transactions.db", tmp_path / "modeling"
+
+
+def _scores(db):
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(
+            "SELECT model_version, COUNT(*), COUNT(DISTINCT transaction_id), SUM(is_alert) "
+            "FROM scores GROUP BY model_version"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def _cli(*args, check=True):
+    return subprocess.run(
+        [PYTHON, "-m", "schemewatch", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        check=check,
+        timeout=300,
+    )
+
+
+def test_model_card_records_what_the_issue_asks(trained):
+    _, models = trained
+    card = modeling.load_model(models).card
+    for key in (
+        "version",
+        "trained_at",
+        "rows",
+        "features",
+        "scaling",
+        "threshold",
+        "training_loss",
+    ):
+        assert key in card
+    assert card["rows"] == 6_000 and len(card["training_loss"]) == FAST.epochs
+
+
+def test_threshold_leaves_the_alert_budget_above_it(scored_copy):
+    db, models = scored_copy
+    _cli("monitor", "--once", "--db", db, "--model-dir", models)
+    [(_, count, distinct, alerts)] = _scores(db)
+    assert count == distinct == 6_000
+    assert alerts == pytest.approx(60, abs=15)
+
+
+def test_training_and_scoring_never_read_the_ground_truth(scored_copy, tmp_path):
+    db, _ = scored_copy
+    blind = tmp_path / "blind.db"
+    shutil.copy(db, blind)
+    conn = sqlite3.connect(blind)
+    conn.execute("DROP TABLE ground_truth")
+    conn.commit()
+    conn.close()
+    with_labels = modeling.train(db, tmp_path / "a", config=FAST)
+    without = modeling.train(blind, tmp_path / "b", config=FAST)
+    assert with_labels["threshold"] == pytest.approx(without["threshold"], rel=1e-5)
+    _cli("monitor", "--once", "--db", blind, "--model-dir", tmp_path / "b")
+    assert _scores(blind)[0][1] == 6_000
+
+
+def test_monitor_refuses_a_model_with_a_different_feature_list(scored_copy):
+    db, models = scored_copy
+    version = modeling.current_version(models)
+    card_path = models / version / modeling.CARD_FILE
+    card = json.loads(card_path.read_text())
+    card["features"] = card["features"][:-1]
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="different feature list"):
+        modeling.load_model(models)
+    result = _cli("monitor", "--once", "--db", db, "--model-dir", models, check=False)
+    assert result.returncode == 1
+    assert "Error: model" in result.stderr and "retrain" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_monitor_without_a_model_says_how_to_get_one(generated_db, tmp_path):
+    result = _cli(
+        "monitor", "--once", "--db", generated_db, "--model-dir", tmp_path / "none", check=False
+    )
+    assert result.returncode == 1
+    assert "no trained model" in result.stderr and "train.py" in result.stderr
+
+
+def test_alerts_carry_plain_word_reasons_and_a_typology(scored_copy):
+    db, models = scored_copy
+    Monitor(db, models).tick()
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT reasons, resembles FROM scores WHERE is_alert = 1").fetchall()
+    quiet = conn.execute("SELECT COUNT(*) FROM scores WHERE is_alert = 0 AND reasons IS NOT NULL")
+    assert rows and quiet.fetchone()[0] == 0
+    for reasons, resembles in rows:
+        parsed = json.loads(reasons)
+        assert 1 <= len(parsed) <= 3
+        assert all(r["text"] and "normal is" in r["text"] or "paid" in r["text"] for r in parsed)
+        assert resembles in TYPOLOGIES
+
+
+def test_incremental_monitor_scores_like_a_backfill(scored_copy, tmp_path):
+    db, models = scored_copy
+    backfill = tmp_path / "backfill.db"
+    shutil.copy(db, backfill)
+    Monitor(backfill, models).tick()
+    small = Monitor(db, models, batch_size=700)
+    while small.tick().scored:
+        pass
+    query = "SELECT transaction_id, score FROM scores ORDER BY transaction_id"
+    one = sqlite3.connect(backfill).execute(query).fetchall()
+    many = sqlite3.connect(db).execute(query).fetchall()
+    assert len(one) == len(many) == 6_000
+    assert all(
+        a[0] == b[0] and a[1] == pytest.approx(b[1], rel=1e-4)
+        for a, b in zip(one, many, strict=True)
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_moment_leaves_nothing_unscored_and_nothing_twice(scored_copy):
+    db, models = scored_copy
+    feed = subprocess.Popen(
+        [PYTHON, "live_feed_simulator.py", "--db", db, "--rate", "400", "--quiet", "--seed", "2"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for kill_after in (2.0, 3.1, 1.7, 2.6):
+            monitor = subprocess.Popen(
+                [
+                    PYTHON,
+                    "monitor.py",
+                    "--db",
+                    db,
+                    "--model-dir",
+                    models,
+                    "--poll",
+                    "0.05",
+                    "--batch-size",
+                    "500",
+                    "--quiet",
+                ],
+                cwd=ROOT,
+                env=ENV,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(kill_after)
+            monitor.send_signal(signal.SIGKILL)
+            monitor.wait(timeout=30)
+            assert "Traceback" not in monitor.stderr.read()
+    finally:
+        feed.send_signal(signal.SIGINT)
+        feed.wait(timeout=60)
+    _cli("monitor", "--once", "--db", db, "--model-dir", models)
+    conn = sqlite3.connect(db)
+    transactions = conn.execute("SELECT COUNT(*) FROM transactions").fetchone()[0]
+    assert transactions > 6_500
+    [(_, count, distinct, _)] = _scores(db)
+    assert count == distinct == transactions
+    missing = conn.execute(
+        "SELECT COUNT(*) FROM transactions t LEFT JOIN scores s USING (transaction_id) "
+        "WHERE s.transaction_id IS NULL"
+    ).fetchone()[0]
+    assert missing == 0
+
+
+@pytest.mark.slow
+def test_monitor_picks_up_a_newly_trained_model_without_restart(scored_copy):
+    db, models = scored_copy
+    monitor = subprocess.Popen(
+        [PYTHON, "monitor.py", "--db", db, "--model-dir", models, "--poll", "0.1", "--quiet"],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not _scores(db):
+            time.sleep(0.5)
+        first = modeling.current_version(models)
+        modeling.train(db, models, config=AutoencoderConfig(epochs=2, batch_size=512, seed=9))
+        second = modeling.current_version(models)
+        assert second != first
+        while time.time() < deadline:
+            versions = {v: n for v, n, _, _ in _scores(db)}
+            if versions.get(second) == 6_000:
+                break
+            time.sleep(0.5)
+    finally:
+        monitor.send_signal(signal.SIGINT)
+        monitor.wait(timeout=60)
+    assert versions.get(second) == 6_000 and versions.get(first) == 6_000, monitor.stderr.read()
+
+
+def test_evaluation_reports_every_model_and_beats_basic_features_on_behaviour(trained):
+    db, models = trained
+    report = json.loads(_cli("evaluate", "--json", "--db", db, "--model-dir", models).stdout)
+    names = {"autoencoder", "isolation_forest", "autoencoder_basic_features"}
+    assert set(report["models"]) == names
+    for figures in report["models"].values():
+        assert set(figures) >= {
+            "precision",
+            "recall",
+            "f1",
+            "pr_auc",
+            "roc_auc",
+            "recall_at_budget",
+            "per_typology",
+        }
+        assert set(figures["recall_at_budget"]) == {"0.005", "0.01", "0.02"}
+        assert set(figures["per_typology"]) == set(TYPOLOGIES)
+    behavioural = ("burst", "duplicate_instalment", "shared_account_ring", "payment_after_death")
+
+    def mean_recall(name):
+        typologies = report["models"][name]["per_typology"]
+        return sum(typologies[t]["recall_at_1pct"] for t in behavioural) / len(behavioural)
+
+    assert mean_recall("autoencoder") > mean_recall("autoencoder_basic_features") + 0.2
