@@ -23,6 +23,8 @@ BENEFICIARY_WINDOWS = {"1h": HOUR, "24h": DAY, "30d": 30 * DAY}
 AGENT_WINDOW = 600
 NO_PREVIOUS_PAYMENT_DAYS = 400.0
 MAX_AGENT_WINDOW_ROWS = 64
+FAR_FROM_HOME_KM = 300
+NIGHT_STARTS, NIGHT_ENDS = 21, 6
 
 # What history an incremental batch needs for exact parity with a whole-table computation.
 HISTORY_NEEDS = {
@@ -42,14 +44,17 @@ FEATURE_NAMES = (
     "weekday_cos",
     "position_in_period",
     "off_cycle",
-    "log_km_from_home",
+    "km_from_home",
     *(f"log_payments_{w}" for w in BENEFICIARY_WINDOWS),
     *(f"log_amount_{w}" for w in BENEFICIARY_WINDOWS),
     "earlier_payments_same_period",
+    "period_amount_to_entitlement",
     "log_days_since_last_payment",
     "log_beneficiaries_on_account",
     "log_agent_payments_10min",
     "log_agent_beneficiaries_10min",
+    "log_agent_night_payments_10min",
+    "log_agent_far_payments_10min",
     "log_days_paid_after_death",
     "log_beneficiaries_sharing_phone",
     "log_operator_enrolments_same_days",
@@ -78,10 +83,11 @@ def compute_features(
         return np.zeros((0, len(FEATURE_NAMES)), np.float32)
     frame = batch if history is None or len(history) == 0 else _with_history(batch, history)
     frame = frame.sort_values(["paid_at", "transaction_id"], kind="stable").reset_index(drop=True)
+    row = _row_features(frame, registry)
     columns = {
-        **_row_features(frame, registry),
-        **_beneficiary_windows(frame),
-        **_account_and_agent(frame),
+        **row,
+        **_beneficiary_windows(frame, row["entitlement"]),
+        **_account_and_agent(frame, row["km_from_home"]),
     }
     matrix = np.column_stack([columns[name] for name in FEATURE_NAMES]).astype(np.float32)
     position = pd.Series(np.arange(len(frame)), index=frame["transaction_id"].to_numpy())
@@ -110,6 +116,7 @@ def _row_features(frame: pd.DataFrame, registry: Registry) -> dict[str, np.ndarr
     after_death = np.where(np.isfinite(death), np.maximum(0.0, (paid_at - death) / DAY), 0.0)
     channel = frame["channel"].fillna("").to_numpy(str)
     return {
+        "entitlement": entitlement,
         "log_amount": np.log1p(amount),
         "amount_to_entitlement": amount / entitlement,
         "hour_sin": np.sin(2 * np.pi * hour / 24),
@@ -118,7 +125,7 @@ def _row_features(frame: pd.DataFrame, registry: Registry) -> dict[str, np.ndarr
         "weekday_cos": np.cos(2 * np.pi * weekday / 7),
         "position_in_period": np.clip((paid_at - start) / np.maximum(end - start, 1), -1.0, 2.0),
         "off_cycle": ((paid_at < start) | (paid_at >= end)).astype(float),
-        "log_km_from_home": np.log1p(np.nan_to_num(km, nan=0.0)),
+        "km_from_home": np.nan_to_num(km, nan=0.0),
         "log_days_paid_after_death": np.log1p(after_death),
         "log_beneficiaries_sharing_phone": np.log1p(people["phone_sharers"].fillna(1).to_numpy()),
         "log_operator_enrolments_same_days": np.log1p(
@@ -153,7 +160,7 @@ def _window_counts(keys, paid_at, amount, window: int) -> tuple[np.ndarray, np.n
     return counts, sums
 
 
-def _beneficiary_windows(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+def _beneficiary_windows(frame: pd.DataFrame, entitlement: np.ndarray) -> dict[str, np.ndarray]:
     paid_at = frame["paid_at"].to_numpy(np.int64)
     amount = frame["amount"].to_numpy(float)
     beneficiary = pd.factorize(frame["beneficiary_id"])[0]
@@ -166,6 +173,8 @@ def _beneficiary_windows(frame: pd.DataFrame) -> dict[str, np.ndarray]:
         frame["beneficiary_id"] + "|" + frame["scheme"] + "|" + frame["instalment_period"]
     )[0]
     out["earlier_payments_same_period"] = _earlier_in_group(period_key)
+    paid_in_period = pd.Series(amount).groupby(period_key).cumsum().to_numpy()
+    out["period_amount_to_entitlement"] = paid_in_period / entitlement
     order = _grouped_order(beneficiary, paid_at)
     gap = np.full(len(order), NO_PREVIOUS_PAYMENT_DAYS)
     same = beneficiary[order][1:] == beneficiary[order][:-1]
@@ -183,7 +192,7 @@ def _earlier_in_group(keys: np.ndarray) -> np.ndarray:
     return pd.Series(keys).groupby(keys).cumcount().to_numpy(float)
 
 
-def _account_and_agent(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+def _account_and_agent(frame: pd.DataFrame, km_from_home: np.ndarray) -> dict[str, np.ndarray]:
     paid_at = frame["paid_at"].to_numpy(np.int64)
     beneficiary = pd.factorize(frame["beneficiary_id"])[0]
     account = pd.factorize(frame["account_id"].fillna("~none"))[0]
@@ -194,10 +203,19 @@ def _account_and_agent(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     agent = pd.factorize(frame["agent_id"].fillna("~none"))[0]
     agent_counts, _ = _window_counts(agent, paid_at, np.zeros(len(frame)), AGENT_WINDOW)
     agent_distinct = _distinct_in_window(agent, beneficiary, paid_at, AGENT_WINDOW)
+    far = (km_from_home > FAR_FROM_HOME_KM).astype(float)
+    _, far_counts = _window_counts(agent, paid_at, far, AGENT_WINDOW)
+    hour = schemes.local_hours(paid_at)
+    night = (hour >= NIGHT_STARTS) | (hour < NIGHT_ENDS)
     return {
         "log_beneficiaries_on_account": np.log1p(distinct),
         "log_agent_payments_10min": np.log1p(np.where(has_agent, agent_counts, 0)),
         "log_agent_beneficiaries_10min": np.log1p(np.where(has_agent, agent_distinct, 0)),
+        # The same agent count, but only where it is suspicious: at night, or for people far away.
+        "log_agent_night_payments_10min": np.log1p(
+            np.where(has_agent & night, agent_counts + 1, 0)
+        ),
+        "log_agent_far_payments_10min": np.log1p(np.where(has_agent, far_counts + far, 0)),
     }
 
 

@@ -76,14 +76,17 @@ class Monitor:
         through = min(last, cursor + self.batch_size)
         batch = store.transactions_for_scoring(self.db_path, cursor, through)
         needed = self._needed_history(batch, cursor)
+        people = set(batch["beneficiary_id"].tolist())
+        if needed is not None:
+            people.update(needed["beneficiary_id"].tolist())
         registry = (
             modeling.load_registry(self.conn)
-            if len(batch) > 50_000
-            else modeling.load_registry(self.conn, batch["beneficiary_id"].unique().tolist())
+            if len(people) > 50_000
+            else modeling.load_registry(self.conn, sorted(people))
         )
         matrix = features.compute_features(batch, registry, needed)
         contributions = model.detector.contributions(matrix)
-        scores = contributions.mean(axis=1)
+        scores = contributions.max(axis=1)
         alerts = self._write(batch, matrix, contributions, scores, model)
         self._remember(batch)
         return TickResult(len(batch), alerts, model.version, last - self.history_through)

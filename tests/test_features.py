@@ -53,11 +53,11 @@ def _column(matrix, name):
     "typology, feature",
     [
         ("burst", "log_payments_24h"),
-        ("duplicate_instalment", "earlier_payments_same_period"),
+        ("duplicate_instalment", "period_amount_to_entitlement"),
         ("shared_account_ring", "log_beneficiaries_on_account"),
         ("agent_collusion", "log_agent_beneficiaries_10min"),
         ("payment_after_death", "log_days_paid_after_death"),
-        ("geo_mismatch", "log_km_from_home"),
+        ("geo_mismatch", "km_from_home"),
         ("off_cycle", "off_cycle"),
         ("over_entitlement", "amount_to_entitlement"),
         ("ghost_beneficiary", "log_beneficiaries_sharing_phone"),
