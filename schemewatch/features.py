@@ -75,6 +75,51 @@ class Registry:
     entitlements: pd.DataFrame
 
 
+@dataclass(frozen=True)
+class _Codes:
+    """Integer codes of the frame's text columns, computed once (text comparisons are slow)."""
+
+    beneficiary: np.ndarray
+    beneficiaries: np.ndarray  # unique ids, indexed by code
+    scheme: np.ndarray
+    schemes: np.ndarray
+    period: np.ndarray
+    periods: np.ndarray
+    account: np.ndarray
+    has_account: np.ndarray
+    agent: np.ndarray
+    has_agent: np.ndarray
+    channel: np.ndarray
+    channels: np.ndarray
+
+
+def _codes(frame: pd.DataFrame) -> _Codes:
+    def factorize(column):
+        codes, uniques = pd.factorize(frame[column], use_na_sentinel=True)
+        return codes.astype(np.int64), np.asarray(uniques, dtype=object)
+
+    beneficiary, beneficiaries = factorize("beneficiary_id")
+    scheme, scheme_names = factorize("scheme")
+    period, periods = factorize("instalment_period")
+    account, _ = factorize("account_id")
+    agent, _ = factorize("agent_id")
+    channel, channels = factorize("channel")
+    return _Codes(
+        beneficiary,
+        beneficiaries,
+        scheme,
+        scheme_names,
+        period,
+        periods,
+        np.where(account < 0, account.max() + 1, account),
+        account >= 0,
+        np.where(agent < 0, agent.max() + 1, agent),
+        agent >= 0,
+        channel,
+        channels,
+    )
+
+
 def compute_features(
     batch: pd.DataFrame, registry: Registry, history: pd.DataFrame | None = None
 ) -> np.ndarray:
@@ -82,16 +127,27 @@ def compute_features(
     if len(batch) == 0:
         return np.zeros((0, len(FEATURE_NAMES)), np.float32)
     frame = batch if history is None or len(history) == 0 else _with_history(batch, history)
-    frame = frame.sort_values(["paid_at", "transaction_id"], kind="stable").reset_index(drop=True)
-    row = _row_features(frame, registry)
+    time_order = np.lexsort((frame["transaction_id"].to_numpy(), frame["paid_at"].to_numpy()))
+    if not np.array_equal(time_order, np.arange(len(frame))):
+        frame = frame.iloc[time_order]
+    frame = frame.reset_index(drop=True)
+    codes = _codes(frame)
+    row = _row_features(frame, codes, registry)
     columns = {
         **row,
-        **_beneficiary_windows(frame, row["entitlement"]),
-        **_account_and_agent(frame, row["km_from_home"]),
+        **_beneficiary_windows(frame, codes, row["entitlement"]),
+        **_account_and_agent(frame, codes, row["km_from_home"]),
     }
-    matrix = np.column_stack([columns[name] for name in FEATURE_NAMES]).astype(np.float32)
-    position = pd.Series(np.arange(len(frame)), index=frame["transaction_id"].to_numpy())
-    return matrix[position.loc[batch["transaction_id"].to_numpy()].to_numpy()]
+    matrix = np.empty((len(frame), len(FEATURE_NAMES)), np.float32, order="F")
+    for index, name in enumerate(FEATURE_NAMES):
+        matrix[:, index] = columns[name]
+    matrix = np.ascontiguousarray(matrix)
+    ids = frame["transaction_id"].to_numpy()
+    wanted = batch["transaction_id"].to_numpy()
+    if len(ids) == len(wanted) and np.array_equal(ids, wanted):
+        return matrix
+    position = pd.Series(np.arange(len(frame)), index=ids)
+    return matrix[position.loc[wanted].to_numpy()]
 
 
 def _with_history(batch: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
@@ -99,22 +155,29 @@ def _with_history(batch: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([earlier[list(TRANSACTION_FIELDS)], batch[list(TRANSACTION_FIELDS)]])
 
 
-def _row_features(frame: pd.DataFrame, registry: Registry) -> dict[str, np.ndarray]:
+def _row_features(frame: pd.DataFrame, codes: _Codes, registry: Registry) -> dict:
     paid_at = frame["paid_at"].to_numpy(np.int64)
     amount = frame["amount"].to_numpy(float)
-    people = registry.beneficiaries.reindex(frame["beneficiary_id"])
-    keys = pd.MultiIndex.from_arrays([frame["beneficiary_id"], frame["scheme"]])
-    entitlement = registry.entitlements["entitlement"].reindex(keys).to_numpy(float)
+    people = registry.beneficiaries.reindex(codes.beneficiaries)
+    pairs = np.unique(codes.beneficiary * len(codes.schemes) + codes.scheme, return_inverse=True)
+    pair_beneficiary = codes.beneficiaries[pairs[0] // len(codes.schemes)]
+    pair_scheme = codes.schemes[pairs[0] % len(codes.schemes)]
+    keys = pd.MultiIndex.from_arrays([pair_beneficiary, pair_scheme])
+    entitlement = registry.entitlements["entitlement"].reindex(keys).to_numpy(float)[pairs[1]]
     entitlement = np.where(np.isfinite(entitlement) & (entitlement > 0), entitlement, amount)
     hour = schemes.local_hours(paid_at)
     weekday = (((paid_at + schemes.IST_OFFSET_SECONDS) // DAY) + 3) % 7
-    start, end = _period_windows(frame)
+    start, end = _period_windows(codes)
+    home_lat = people["home_latitude"].to_numpy(float)[codes.beneficiary]
+    home_lon = people["home_longitude"].to_numpy(float)[codes.beneficiary]
     km = haversine_km(
-        frame["latitude"], frame["longitude"], people["home_latitude"], people["home_longitude"]
+        frame["latitude"].to_numpy(float), frame["longitude"].to_numpy(float), home_lat, home_lon
     )
-    death = people["death_time"].to_numpy(float)
+    death = people["death_time"].to_numpy(float)[codes.beneficiary]
     after_death = np.where(np.isfinite(death), np.maximum(0.0, (paid_at - death) / DAY), 0.0)
-    channel = frame["channel"].fillna("").to_numpy(str)
+    phone = people["phone_sharers"].fillna(1).to_numpy(float)[codes.beneficiary]
+    operator = people["operator_enrolments_same_days"].fillna(1).to_numpy(float)[codes.beneficiary]
+    channel_names = np.append(codes.channels, "").astype(str)[codes.channel]
     return {
         "entitlement": entitlement,
         "log_amount": np.log1p(amount),
@@ -127,19 +190,25 @@ def _row_features(frame: pd.DataFrame, registry: Registry) -> dict[str, np.ndarr
         "off_cycle": ((paid_at < start) | (paid_at >= end)).astype(float),
         "km_from_home": np.nan_to_num(km, nan=0.0),
         "log_days_paid_after_death": np.log1p(after_death),
-        "log_beneficiaries_sharing_phone": np.log1p(people["phone_sharers"].fillna(1).to_numpy()),
-        "log_operator_enrolments_same_days": np.log1p(
-            people["operator_enrolments_same_days"].fillna(1).to_numpy()
-        ),
-        **{f"channel_{c.lower()}": (channel == c).astype(float) for c in schemes.CHANNELS},
+        "log_beneficiaries_sharing_phone": np.log1p(phone),
+        "log_operator_enrolments_same_days": np.log1p(operator),
+        **{f"channel_{c.lower()}": (channel_names == c).astype(float) for c in schemes.CHANNELS},
     }
 
 
-def _period_windows(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    pairs = frame["scheme"] + "|" + frame["instalment_period"]
-    codes, uniques = pd.factorize(pairs)
-    bounds = np.array([schemes.period_window(*p.split("|", 1)) for p in uniques], dtype=np.int64)
-    return bounds[codes, 0], bounds[codes, 1]
+def _period_windows(codes: _Codes) -> tuple[np.ndarray, np.ndarray]:
+    combined = codes.scheme * len(codes.periods) + codes.period
+    uniques, inverse = np.unique(combined, return_inverse=True)
+    bounds = np.array(
+        [
+            schemes.period_window(
+                codes.schemes[u // len(codes.periods)], codes.periods[u % len(codes.periods)]
+            )
+            for u in uniques
+        ],
+        dtype=np.int64,
+    )
+    return bounds[inverse, 0], bounds[inverse, 1]
 
 
 def _grouped_order(keys: np.ndarray, paid_at: np.ndarray) -> np.ndarray:
@@ -160,18 +229,17 @@ def _window_counts(keys, paid_at, amount, window: int) -> tuple[np.ndarray, np.n
     return counts, sums
 
 
-def _beneficiary_windows(frame: pd.DataFrame, entitlement: np.ndarray) -> dict[str, np.ndarray]:
+def _beneficiary_windows(frame: pd.DataFrame, codes: _Codes, entitlement: np.ndarray) -> dict:
     paid_at = frame["paid_at"].to_numpy(np.int64)
     amount = frame["amount"].to_numpy(float)
-    beneficiary = pd.factorize(frame["beneficiary_id"])[0]
+    beneficiary = codes.beneficiary
     out = {}
     for name, window in BENEFICIARY_WINDOWS.items():
         counts, sums = _window_counts(beneficiary, paid_at, amount, window)
         out[f"log_payments_{name}"] = np.log1p(counts)
         out[f"log_amount_{name}"] = np.log1p(sums)
-    period_key = pd.factorize(
-        frame["beneficiary_id"] + "|" + frame["scheme"] + "|" + frame["instalment_period"]
-    )[0]
+    scheme_period = codes.scheme * len(codes.periods) + codes.period
+    period_key = beneficiary * (len(codes.schemes) * len(codes.periods)) + scheme_period
     out["earlier_payments_same_period"] = _earlier_in_group(period_key)
     paid_in_period = pd.Series(amount).groupby(period_key).cumsum().to_numpy()
     out["period_amount_to_entitlement"] = paid_in_period / entitlement
@@ -192,15 +260,15 @@ def _earlier_in_group(keys: np.ndarray) -> np.ndarray:
     return pd.Series(keys).groupby(keys).cumcount().to_numpy(float)
 
 
-def _account_and_agent(frame: pd.DataFrame, km_from_home: np.ndarray) -> dict[str, np.ndarray]:
+def _account_and_agent(frame: pd.DataFrame, codes: _Codes, km_from_home: np.ndarray) -> dict:
     paid_at = frame["paid_at"].to_numpy(np.int64)
-    beneficiary = pd.factorize(frame["beneficiary_id"])[0]
-    account = pd.factorize(frame["account_id"].fillna("~none"))[0]
+    beneficiary = codes.beneficiary
+    account = codes.account
     first_time_on_account = ~pd.Series(account * (len(frame) + 1) + beneficiary).duplicated()
     distinct = pd.Series(first_time_on_account.to_numpy(int)).groupby(account).cumsum().to_numpy()
-    distinct = np.where(frame["account_id"].isna().to_numpy(), 1, distinct)
-    has_agent = frame["agent_id"].notna().to_numpy()
-    agent = pd.factorize(frame["agent_id"].fillna("~none"))[0]
+    distinct = np.where(codes.has_account, distinct, 1)
+    has_agent = codes.has_agent
+    agent = codes.agent
     agent_counts, _ = _window_counts(agent, paid_at, np.zeros(len(frame)), AGENT_WINDOW)
     agent_distinct = _distinct_in_window(agent, beneficiary, paid_at, AGENT_WINDOW)
     far = (km_from_home > FAR_FROM_HOME_KM).astype(float)

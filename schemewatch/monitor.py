@@ -20,6 +20,7 @@ import pandas as pd
 from schemewatch import explanations, features, modeling, store
 
 BACKFILL_BATCH = 2_000_000
+FULL_REGISTRY_ROWS = 50_000
 WRITE_CHUNK = 100_000
 
 
@@ -74,16 +75,18 @@ class Monitor:
         if last <= cursor:
             return TickResult(0, 0, model.version, 0)
         through = min(last, cursor + self.batch_size)
-        batch = store.transactions_for_scoring(self.db_path, cursor, through)
-        needed = self._needed_history(batch, cursor)
-        people = set(batch["beneficiary_id"].tolist())
-        if needed is not None:
-            people.update(needed["beneficiary_id"].tolist())
-        registry = (
-            modeling.load_registry(self.conn)
-            if len(people) > 50_000
-            else modeling.load_registry(self.conn, sorted(people))
-        )
+        reading = store.start_transactions_read(self.db_path, cursor, through)
+        if through - cursor > FULL_REGISTRY_ROWS:
+            registry = modeling.load_registry(self.conn)  # meanwhile the read runs in a child
+            batch = reading()
+            needed = self._needed_history(batch, cursor)
+        else:
+            batch = reading()
+            needed = self._needed_history(batch, cursor)
+            people = set(batch["beneficiary_id"].tolist())
+            if needed is not None:
+                people.update(needed["beneficiary_id"].tolist())
+            registry = modeling.load_registry(self.conn, sorted(people))
         matrix = features.compute_features(batch, registry, needed)
         contributions = model.detector.contributions(matrix)
         scores = contributions.max(axis=1)
