@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DB ?= transactions.db
+MODEL_DIR ?= modeling
 DEMO_TRANSACTIONS ?= 200000
 DEMO_RATE ?= 20
 
@@ -19,7 +20,12 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	@test -f $(DB) || $(BIN)/python generate_database.py --db $(DB) \
 		--transactions $(DEMO_TRANSACTIONS) --seed 42 --end-date $$(date +%F)
-	$(BIN)/python live_feed_simulator.py --db $(DB) --rate $(DEMO_RATE)
+	@test -f $(MODEL_DIR)/current.json || $(BIN)/python train.py --db $(DB) --model-dir $(MODEL_DIR)
+	@echo "Starting the monitor and the live feed ($(DEMO_RATE) tx/s); Ctrl-C stops both."
+	@trap 'kill 0' INT TERM; \
+	$(BIN)/python monitor.py --db $(DB) --model-dir $(MODEL_DIR) & \
+	$(BIN)/python live_feed_simulator.py --db $(DB) --rate $(DEMO_RATE); \
+	wait
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -37,6 +43,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_generator.py
+	$(BIN)/python bench/bench_detection.py
 
 clean-venv:
 	rm -rf $(VENV)

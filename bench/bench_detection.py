@@ -124,10 +124,14 @@ def bench_live(db: Path, models: Path, seconds: float, rate: int = 500) -> None:
         "SELECT COUNT(*) FROM transactions WHERE transaction_id >= ?", (first_new,)
     ).fetchone()[0]
     p50, p95 = np.percentile(latency, [50, 95]) if len(latency) else (float("nan"),) * 2
+    alerts = conn.execute(
+        "SELECT AVG(is_alert) FROM scores WHERE transaction_id >= ?", (first_new,)
+    ).fetchone()[0]
     print(
         f"live: simulator at {rate} tx/s for {seconds:.0f} s inserted {inserted:,} rows, "
         f"{len(latency):,} scored; insert-to-score latency p50 {p50:.3f} s, p95 {p95:.3f} s, "
         f"max {latency.max() if len(latency) else float('nan'):.3f} s; "
+        f"alert rate on live rows {alerts or 0:.1%}; "
         f"goal p95 <= 1 s: {'met' if p95 <= 1 else 'NOT met'}",
         flush=True,
     )

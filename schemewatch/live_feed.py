@@ -19,11 +19,13 @@ import numpy as np
 from schemewatch import generator, schemes, store
 from schemewatch.errors import FeedExhausted
 from schemewatch.geography import haversine_km, load_districts, nearest_district
-from schemewatch.payments import LABELS, Payments
+from schemewatch.payments import LABELS, NO_AGENT, Payments
 from schemewatch.population import World
 from schemewatch.schedule import BANK, day_number, settle
 from schemewatch.typologies import enrol_ghosts, inflate_amounts, send_far_away
 
+REST_SECONDS = 6 * 3600
+AGENT_SECONDS_PER_PAYOUT = (180, 480)
 LIVE_SCHEMES = (schemes.PM_KISAN, schemes.OLD_AGE_PENSION, schemes.MGNREGA, schemes.SCHOLARSHIP)
 DAY = schemes.DAY
 
@@ -165,6 +167,8 @@ class LiveFeed:
         self.owed_rows = 0
         self.next_group = 1 + store.max_group_number(conn)
         self.periods: dict[str, str] = {}
+        self.last_paid = np.full(self.world.size + 100_000, -np.inf)
+        self.agent_free_at = np.zeros(len(self.world.agent_ids))
         self._refresh_pools(int(self.clock()))
 
     # pools -----------------------------------------------------------------------------------
@@ -181,24 +185,30 @@ class LiveFeed:
         )
         self.pool = self.rng.permutation(np.flatnonzero(live & ~already))
         self.used = np.zeros(len(self.pool), bool)
-        self.cursor = 0
         self.paid_enrolments = list(np.flatnonzero(live & already))
 
     def _take(self, count: int, where=None) -> np.ndarray:
-        """Up to `count` unpaid enrolments (optionally only those where `where(enrolments)`)."""
+        """Up to `count` unpaid enrolments (optionally only those where `where(enrolments)`).
+
+        Honest picks skip beneficiaries the feed paid in the last few hours: real payments to
+        one person do not arrive minutes apart, however fast the feed runs.
+        """
         if where is None:
-            chosen = []
-            while len(chosen) < count and self.cursor < len(self.pool):
-                if not self.used[self.cursor]:
-                    chosen.append(self.cursor)
-                self.cursor += 1
-            chosen = np.array(chosen, dtype=np.int64)
+            open_slots = np.flatnonzero(~self.used)
+            rested = self.last_paid[self.world.enrolment_beneficiary[self.pool[open_slots]]]
+            is_ready = rested < self.clock() - REST_SECONDS
+            # Rested beneficiaries first; the others only once nobody else is left.
+            ordered = np.concatenate([open_slots[is_ready], open_slots[~is_ready]])
+            # One payment per beneficiary per batch.
+            people = self.world.enrolment_beneficiary[self.pool[ordered]]
+            chosen = ordered[np.sort(np.unique(people, return_index=True)[1])][:count]
         else:
             open_slots = np.flatnonzero(~self.used)
             chosen = open_slots[where(self.pool[open_slots])][:count]
         self.used[chosen] = True
         enrolments = self.pool[chosen]
         self.paid_enrolments.extend(enrolments.tolist())
+        self.last_paid[self.world.enrolment_beneficiary[enrolments]] = self.clock()
         return enrolments
 
     # payments ------------------------------------------------------------------------------
@@ -226,6 +236,22 @@ class LiveFeed:
             amount,
         )
         rows.paid_at[:] = now
+        return rows
+
+    def _at_free_agents(self, rows: Payments, now: int) -> Payments:
+        """An agent pays one person at a time; when theirs is busy, the money goes to the bank."""
+        world = self.world
+        for i in np.flatnonzero(rows.agent != NO_AGENT):
+            agent = rows.agent[i]
+            if self.agent_free_at[agent] <= now:
+                self.agent_free_at[agent] = now + self.rng.integers(*AGENT_SECONDS_PER_PAYOUT)
+                continue
+            beneficiary = rows.beneficiary[i]
+            rows.agent[i], rows.channel[i] = NO_AGENT, BANK
+            rows.latitude[i], rows.longitude[i] = (
+                world.home_lat[beneficiary],
+                world.home_lon[beneficiary],
+            )
         return rows
 
     def _group(self) -> int:
@@ -347,7 +373,7 @@ class LiveFeed:
                     f"stopped after {self.totals.transactions:,} transactions"
                 )
             if len(enrolments):
-                parts.append(self._pay(enrolments, now))
+                parts.append(self._at_free_agents(self._pay(enrolments, now), now))
         batch = Payments.concat(parts).sorted_by_time() if parts else Payments.empty()
         self._write(batch, writes)
         self.totals.add(batch)

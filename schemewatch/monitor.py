@@ -34,6 +34,50 @@ class TickResult:
     pending: int
 
 
+class _IndexedPart:
+    """A block of earlier transactions with row positions per beneficiary, account and agent."""
+
+    KEYS = ("beneficiary_id", "account_id", "agent_id")
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame.reset_index(drop=True)
+        self.positions = {key: self.frame.groupby(key, sort=False).indices for key in self.KEYS}
+
+    def needed(self, batch: pd.DataFrame) -> pd.DataFrame:
+        found = []
+        for key in self.KEYS:
+            lookup = self.positions[key]
+            found.extend(lookup[v] for v in batch[key].dropna().unique() if v in lookup)
+        if not found:
+            return self.frame.iloc[:0]
+        candidates = self.frame.iloc[np.unique(np.concatenate(found))]
+        return features.history_needed(batch, candidates)
+
+
+class _History:
+    """Earlier transactions the feature windows may reach: indexed blocks plus recent batches."""
+
+    RECENT_ROWS = 100_000
+
+    def __init__(self, frame: pd.DataFrame):
+        self.blocks = [_IndexedPart(frame)] if len(frame) else []
+        self.recent: list[pd.DataFrame] = []
+
+    def add(self, batch: pd.DataFrame) -> None:
+        self.recent.append(batch)
+        if sum(len(part) for part in self.recent) >= self.RECENT_ROWS:
+            self.blocks.append(_IndexedPart(pd.concat(self.recent, ignore_index=True)))
+            self.recent = []
+        elif len(self.recent) > 8:
+            self.recent = [pd.concat(self.recent, ignore_index=True)]
+
+    def needed(self, batch: pd.DataFrame) -> pd.DataFrame | None:
+        parts = [block.needed(batch) for block in self.blocks]
+        parts += [features.history_needed(batch, part) for part in self.recent]
+        parts = [part for part in parts if len(part)]
+        return pd.concat(parts, ignore_index=True) if parts else None
+
+
 class Monitor:
     """Holds the loaded model and the history its behavioural features need."""
 
@@ -43,7 +87,7 @@ class Monitor:
         self.batch_size = batch_size
         self.conn = store.open_database(self.db_path)
         self.model: modeling.LoadedModel | None = None
-        self.history_parts: list[pd.DataFrame] = []
+        self.history = _History(pd.DataFrame())
         self.history_through = -1
 
     def _ensure_model(self) -> modeling.LoadedModel:
@@ -53,18 +97,19 @@ class Monitor:
             self.history_through = -1  # rebuild history for the new version's cursor
         return self.model
 
-    def _needed_history(self, batch: pd.DataFrame, cursor: int) -> pd.DataFrame | None:
-        """Earlier rows the batch's feature windows reach (kept in memory between ticks)."""
+    def _prepare_history(self, cursor: int) -> None:
+        """Load the rows already scored, once per model version (kept in memory after that)."""
         if self.history_through != cursor:
-            self.history_parts = [store.transactions_for_scoring(self.db_path, 0, cursor)]
+            self.history = _History(store.transactions_for_scoring(self.db_path, 0, cursor))
             self.history_through = cursor
-        if len(self.history_parts) > 50:
-            self.history_parts = [pd.concat(self.history_parts, ignore_index=True)]
-        needed = [features.history_needed(batch, part) for part in self.history_parts if len(part)]
-        return pd.concat(needed, ignore_index=True) if needed else None
+
+    def _needed_history(self, batch: pd.DataFrame, cursor: int) -> pd.DataFrame | None:
+        """Earlier rows the batch's feature windows reach."""
+        self._prepare_history(cursor)
+        return self.history.needed(batch)
 
     def _remember(self, batch: pd.DataFrame) -> None:
-        self.history_parts.append(batch)
+        self.history.add(batch)
         self.history_through = int(batch["transaction_id"].max())
 
     def tick(self) -> TickResult:
@@ -73,6 +118,7 @@ class Monitor:
         cursor = store.scored_through(self.conn, model.version)
         last = store.last_transaction_id(self.conn)
         if last <= cursor:
+            self._prepare_history(cursor)  # be ready before the first new row arrives
             return TickResult(0, 0, model.version, 0)
         through = min(last, cursor + self.batch_size)
         reading = store.start_transactions_read(self.db_path, cursor, through)

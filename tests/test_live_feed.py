@@ -105,3 +105,18 @@ def test_ctrl_c_stops_the_simulator_cleanly(generated_db):
     assert process.returncode == 0, err
     assert "Inserted" in out and "Traceback" not in err
     assert _count(generated_db) > 6_000
+
+
+def test_honest_live_payouts_respect_each_agents_pace(generated_db):
+    conn = store.open_database(generated_db)
+    first_new = store.next_transaction_id(conn)
+    feed = LiveFeed(conn, anomaly_rate=0.0, seed=6)
+    for _ in range(4):
+        feed.tick(250)
+    busiest = conn.execute(
+        "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM transactions "
+        "WHERE transaction_id >= ? AND agent_id IS NOT NULL GROUP BY agent_id)",
+        (first_new,),
+    ).fetchone()[0]
+    assert busiest == 1  # a few seconds of feed: no agent serves two people
+    assert store.count_rows(conn, store.TRANSACTIONS) - first_new + 1 == 1000
