@@ -24,6 +24,7 @@ FEATURE_TYPOLOGY = {
     "weekday_cos": "agent_collusion",
     "position_in_period": "off_cycle",
     "off_cycle": "off_cycle",
+    "log_days_outside_window": "off_cycle",
     "km_from_home": "geo_mismatch",
     "log_payments_1h": "burst",
     "log_payments_24h": "burst",
@@ -77,6 +78,10 @@ _SENTENCES = {
     "amount_to_entitlement": (
         "paid {value} the entitlement; normal is {normal}",
         lambda v: f"{v:.1f}×",
+    ),
+    "log_days_outside_window": (
+        "paid {value} days outside the instalment period's payment window; normal is {normal}",
+        _count,
     ),
     "km_from_home": ("paid {value} from the beneficiary's home; normal is {normal}", _km),
     "period_amount_to_entitlement": (

@@ -44,6 +44,7 @@ FEATURE_NAMES = (
     "weekday_cos",
     "position_in_period",
     "off_cycle",
+    "log_days_outside_window",
     "km_from_home",
     *(f"log_payments_{w}" for w in BENEFICIARY_WINDOWS),
     *(f"log_amount_{w}" for w in BENEFICIARY_WINDOWS),
@@ -188,6 +189,9 @@ def _row_features(frame: pd.DataFrame, codes: _Codes, registry: Registry) -> dic
         "weekday_cos": np.cos(2 * np.pi * weekday / 7),
         "position_in_period": np.clip((paid_at - start) / np.maximum(end - start, 1), -1.0, 2.0),
         "off_cycle": ((paid_at < start) | (paid_at >= end)).astype(float),
+        "log_days_outside_window": np.log1p(
+            np.maximum(0, np.maximum(start - paid_at, paid_at - end)) / DAY
+        ),
         "km_from_home": np.nan_to_num(km, nan=0.0),
         "log_days_paid_after_death": np.log1p(after_death),
         "log_beneficiaries_sharing_phone": np.log1p(phone),
