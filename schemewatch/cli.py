@@ -322,6 +322,101 @@ def evaluate(as_json, db_path, model_dir):
     click.echo(json.dumps(report, indent=2) if as_json else evaluation.format_table(report))
 
 
+@cli.group()
+def users():
+    """Manage dashboard accounts (bcrypt-hashed, in the credentials file, mode 0600)."""
+
+
+def credentials_option(command):
+    return click.option(
+        "--credentials",
+        "credentials_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Credentials file [default: credentials.yaml or $SCHEMEWATCH_CREDENTIALS]",
+    )(command)
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+def _audit(db_path: Path | None, action: str, target: str, new_value: str | None = None) -> None:
+    """Record an account change in the database's audit log (who ran it, from the OS user)."""
+    import getpass
+
+    from schemewatch import store
+
+    settings = load_settings(db_path=db_path)
+    conn = store.open_database(settings.db_path)
+    with store.write_transaction(conn):
+        store.append_audit(conn, f"cli:{getpass.getuser()}", action, target, None, new_value)
+    conn.close()
+
+
+@users.command("add")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["auditor", "supervisor", "admin"]), required=True)
+@click.option("--name", default=None, help="Display name.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@credentials_option
+@db_option
+@friendly_errors
+def users_add(username, role, name, password_stdin, credentials_path, db_path):
+    """Create an account."""
+    from schemewatch import users as accounts
+
+    path = load_settings(credentials_path=credentials_path).credentials_path
+    accounts.add_user(path, username, role, _read_password(password_stdin), name)
+    _audit(db_path, "user added", username, role)
+    click.echo(f"Added {role} '{username}' to {path}.")
+
+
+@users.command("list")
+@credentials_option
+@friendly_errors
+def users_list(credentials_path):
+    """List accounts and their roles."""
+    from schemewatch import users as accounts
+
+    path = load_settings(credentials_path=credentials_path).credentials_path
+    for username, role, name in accounts.list_users(path):
+        click.echo(f"{username:<24} {role:<12} {name}")
+
+
+@users.command("remove")
+@click.argument("username")
+@credentials_option
+@db_option
+@friendly_errors
+def users_remove(username, credentials_path, db_path):
+    """Delete an account."""
+    from schemewatch import users as accounts
+
+    path = load_settings(credentials_path=credentials_path).credentials_path
+    accounts.remove_user(path, username)
+    _audit(db_path, "user removed", username)
+    click.echo(f"Removed '{username}'.")
+
+
+@users.command("reset-password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@credentials_option
+@db_option
+@friendly_errors
+def users_reset_password(username, password_stdin, credentials_path, db_path):
+    """Give an account a new password."""
+    from schemewatch import users as accounts
+
+    path = load_settings(credentials_path=credentials_path).credentials_path
+    accounts.reset_password(path, username, _read_password(password_stdin))
+    _audit(db_path, "password reset", username)
+    click.echo(f"Password of '{username}' reset.")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point for `schemewatch` and `python -m schemewatch`."""
     cli.main(args=argv, prog_name="schemewatch")

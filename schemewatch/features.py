@@ -216,13 +216,16 @@ def _period_windows(codes: _Codes) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _grouped_order(keys: np.ndarray, paid_at: np.ndarray) -> np.ndarray:
-    """Order rows by key, then time (frame is already in (time, id) order, so stable keeps id)."""
-    return np.lexsort((paid_at, keys))
+    """Order rows by key, then time (frame is already in (time, id) order, so stable keeps id).
+
+    The frame is in time order already, so a stable sort on the key alone gives the same order.
+    """
+    return np.argsort(keys, kind="stable")
 
 
-def _window_counts(keys, paid_at, amount, window: int) -> tuple[np.ndarray, np.ndarray]:
+def _window_counts(keys, paid_at, amount, window: int, order=None) -> tuple[np.ndarray, np.ndarray]:
     """Earlier rows with the same key paid within `window` seconds before, and their amount."""
-    order = _grouped_order(keys, paid_at)
+    order = _grouped_order(keys, paid_at) if order is None else order
     composite = keys[order].astype(np.int64) * (1 << 34) + paid_at[order]
     first = np.searchsorted(composite, composite - window, side="left")
     position = np.arange(len(order))
@@ -238,8 +241,9 @@ def _beneficiary_windows(frame: pd.DataFrame, codes: _Codes, entitlement: np.nda
     amount = frame["amount"].to_numpy(float)
     beneficiary = codes.beneficiary
     out = {}
+    order = _grouped_order(beneficiary, paid_at)
     for name, window in BENEFICIARY_WINDOWS.items():
-        counts, sums = _window_counts(beneficiary, paid_at, amount, window)
+        counts, sums = _window_counts(beneficiary, paid_at, amount, window, order)
         out[f"log_payments_{name}"] = np.log1p(counts)
         out[f"log_amount_{name}"] = np.log1p(sums)
     scheme_period = codes.scheme * len(codes.periods) + codes.period
@@ -247,7 +251,6 @@ def _beneficiary_windows(frame: pd.DataFrame, codes: _Codes, entitlement: np.nda
     out["earlier_payments_same_period"] = _earlier_in_group(period_key)
     paid_in_period = pd.Series(amount).groupby(period_key).cumsum().to_numpy()
     out["period_amount_to_entitlement"] = paid_in_period / entitlement
-    order = _grouped_order(beneficiary, paid_at)
     gap = np.full(len(order), NO_PREVIOUS_PAYMENT_DAYS)
     same = beneficiary[order][1:] == beneficiary[order][:-1]
     previous_gap = (paid_at[order][1:] - paid_at[order][:-1]) / DAY
@@ -273,10 +276,10 @@ def _account_and_agent(frame: pd.DataFrame, codes: _Codes, km_from_home: np.ndar
     distinct = np.where(codes.has_account, distinct, 1)
     has_agent = codes.has_agent
     agent = codes.agent
-    agent_counts, _ = _window_counts(agent, paid_at, np.zeros(len(frame)), AGENT_WINDOW)
-    agent_distinct = _distinct_in_window(agent, beneficiary, paid_at, AGENT_WINDOW)
+    agent_order = _grouped_order(agent, paid_at)
     far = (km_from_home > FAR_FROM_HOME_KM).astype(float)
-    _, far_counts = _window_counts(agent, paid_at, far, AGENT_WINDOW)
+    agent_counts, far_counts = _window_counts(agent, paid_at, far, AGENT_WINDOW, agent_order)
+    agent_distinct = _distinct_in_window(agent, beneficiary, paid_at, AGENT_WINDOW, agent_order)
     hour = schemes.local_hours(paid_at)
     night = (hour >= NIGHT_STARTS) | (hour < NIGHT_ENDS)
     return {
@@ -291,9 +294,8 @@ def _account_and_agent(frame: pd.DataFrame, codes: _Codes, km_from_home: np.ndar
     }
 
 
-def _distinct_in_window(keys, values, paid_at, window: int) -> np.ndarray:
+def _distinct_in_window(keys, values, paid_at, window: int, order) -> np.ndarray:
     """Distinct `values` among this row and earlier rows of the same key within `window` s."""
-    order = _grouped_order(keys, paid_at)
     k, v, t = keys[order], values[order], paid_at[order]
     composite = k.astype(np.int64) * (1 << 34) + t
     first = np.searchsorted(composite, composite - window, side="left")

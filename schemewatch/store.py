@@ -182,8 +182,42 @@ def _migration_scores(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
+AUDIT_LOG = "audit_log"
+AUDIT_COLUMNS = ("at", "actor", "action", "target", "old_value", "new_value", "details")
+
+_AUDIT_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {AUDIT_LOG} (
+    entry_id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    old_value TEXT,
+    new_value TEXT,
+    details TEXT
+);
+CREATE TRIGGER IF NOT EXISTS audit_log_is_append_only_update
+BEFORE UPDATE ON {AUDIT_LOG}
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_log_is_append_only_delete
+BEFORE DELETE ON {AUDIT_LOG}
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE INDEX IF NOT EXISTS idx_audit_log_at ON {AUDIT_LOG}(at)
+"""
+
+
+def _migration_audit_log(conn: sqlite3.Connection) -> None:
+    for statement in _AUDIT_SCHEMA.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 # Named, ordered migrations; a database records the last one applied in PRAGMA user_version.
-MIGRATIONS = (("initial schema", _migration_initial), ("model scores", _migration_scores))
+MIGRATIONS = (
+    ("initial schema", _migration_initial),
+    ("model scores", _migration_scores),
+    ("audit log", _migration_audit_log),
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -640,3 +674,24 @@ def last_transaction_id(conn: sqlite3.Connection) -> int:
 def insert_scores(conn: sqlite3.Connection, rows) -> None:
     """Insert score rows (SCORE_COLUMNS order); the primary key refuses a second score."""
     conn.executemany(_insert_sql(SCORES, SCORE_COLUMNS), rows)
+
+
+def append_audit(
+    conn: sqlite3.Connection,
+    actor: str,
+    action: str,
+    target: str | None = None,
+    old_value: str | None = None,
+    new_value: str | None = None,
+    details: str | None = None,
+) -> None:
+    """Add one entry to the append-only audit log (inside the caller's write transaction)."""
+    row = (now(), actor, action, target, old_value, new_value, details)
+    conn.execute(_insert_sql(AUDIT_LOG, AUDIT_COLUMNS), row)
+
+
+def audit_entries(conn: sqlite3.Connection, limit: int = 1000) -> list[sqlite3.Row]:
+    """The most recent audit entries, newest first."""
+    columns = ", ".join(AUDIT_COLUMNS)
+    sql = f"SELECT entry_id, {columns} FROM {AUDIT_LOG} ORDER BY entry_id DESC LIMIT ?"
+    return conn.execute(sql, (limit,)).fetchall()
