@@ -41,7 +41,16 @@ class _IndexedPart:
 
     def __init__(self, frame: pd.DataFrame):
         self.frame = frame.reset_index(drop=True)
-        self.positions = {key: self.frame.groupby(key, sort=False).indices for key in self.KEYS}
+        self._positions: dict | None = None
+
+    @property
+    def positions(self) -> dict:
+        """Built on first use: a backfill that ends right after does not pay for it."""
+        if self._positions is None:
+            self._positions = {
+                key: self.frame.groupby(key, sort=False).indices for key in self.KEYS
+            }
+        return self._positions
 
     def needed(self, batch: pd.DataFrame) -> pd.DataFrame:
         found = []
