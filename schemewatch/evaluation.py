@@ -6,6 +6,7 @@ the same features, and the autoencoder on the earlier prototype's basic features
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,10 @@ def evaluate(db_path: Path, model_dir: Path, *, progress=None) -> dict:
     results["autoencoder_basic_features"] = metrics(
         basic_scores, modeling.calibrate_threshold(basic_scores, budget), labels, typology
     )
-    return {"models": results, "rows": int(len(transactions)), "model_version": model.version}
+    report = {"models": results, "rows": int(len(transactions)), "model_version": model.version}
+    # Saved beside the model so the dashboard's Model page can show it.
+    (Path(model_dir) / model.version / "evaluation.json").write_text(json.dumps(report, indent=2))
+    return report
 
 
 def format_table(report: dict) -> str:
@@ -130,3 +134,20 @@ def format_table(report: dict) -> str:
             )
         )
     return "\n".join(lines)
+
+
+def threshold_curve(scores: np.ndarray, labels: np.ndarray, points: int = 30) -> list[tuple]:
+    """(threshold, alerts, precision, recall) over thresholds spread across the top of the range."""
+    if len(scores) == 0:
+        return []
+    order = np.sort(scores)[::-1]
+    positives = max(int(labels.sum()), 1)
+    curve = []
+    for share in np.geomspace(0.0005, 0.1, points):
+        threshold = float(order[min(int(share * len(order)), len(order) - 1)])
+        flagged = scores > threshold
+        hits = int((flagged & labels).sum())
+        curve.append(
+            (threshold, int(flagged.sum()), hits / max(int(flagged.sum()), 1), hits / positives)
+        )
+    return curve

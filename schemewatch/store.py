@@ -212,11 +212,31 @@ def _migration_audit_log(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
+CASES = "cases"
+DISPOSITIONS = ("confirmed_fraud", "false_positive", "needs_information")
+
+_CASES_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {CASES} (
+    transaction_id INTEGER PRIMARY KEY REFERENCES {TRANSACTIONS}(transaction_id),
+    claimed_by TEXT,
+    disposition TEXT CHECK (disposition IN {DISPOSITIONS!r}),
+    note TEXT,
+    updated_by TEXT NOT NULL,
+    updated_at REAL NOT NULL
+)
+"""
+
+
+def _migration_cases(conn: sqlite3.Connection) -> None:
+    conn.execute(_CASES_SCHEMA)
+
+
 # Named, ordered migrations; a database records the last one applied in PRAGMA user_version.
 MIGRATIONS = (
     ("initial schema", _migration_initial),
     ("model scores", _migration_scores),
     ("audit log", _migration_audit_log),
+    ("alert cases", _migration_cases),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -695,3 +715,287 @@ def audit_entries(conn: sqlite3.Connection, limit: int = 1000) -> list[sqlite3.R
     columns = ", ".join(AUDIT_COLUMNS)
     sql = f"SELECT entry_id, {columns} FROM {AUDIT_LOG} ORDER BY entry_id DESC LIMIT ?"
     return conn.execute(sql, (limit,)).fetchall()
+
+
+# -- dashboard -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DashboardFilters:
+    """What an auditor narrowed the view to; None or empty means no restriction."""
+
+    start: int | None = None  # paid_at >= start
+    end: int | None = None  # paid_at < end
+    schemes: tuple[str, ...] = ()
+    states: tuple[str, ...] = ()
+    districts: tuple[str, ...] = ()
+    status: str = "all"  # all | alerts | open | claimed | DISPOSITIONS...
+    score_min: float | None = None
+    score_max: float | None = None
+    typologies: tuple[str, ...] = ()  # the typology an alert most resembles
+    search: str | None = None  # beneficiary id or transaction id
+
+
+def _in(column: str, values: tuple) -> tuple[str, list]:
+    return f"{column} IN ({', '.join('?' for _ in values)})", list(values)
+
+
+def _dashboard_where(filters: DashboardFilters, version: str | None) -> tuple[str, str, list]:
+    """FROM ... WHERE for transactions joined with their score and case; all values bound."""
+    clauses, params = [], []
+    source = (
+        f"{TRANSACTIONS} t LEFT JOIN {SCORES} s "
+        "ON s.transaction_id = t.transaction_id AND s.model_version = ? "
+        f"LEFT JOIN {CASES} c ON c.transaction_id = t.transaction_id"
+    )
+    params.append(version or "")
+    for clause, value in (("t.paid_at >= ?", filters.start), ("t.paid_at < ?", filters.end)):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    for column, values in (
+        ("t.scheme", filters.schemes),
+        ("t.state", filters.states),
+        ("t.district", filters.districts),
+        ("s.resembles", filters.typologies),
+    ):
+        if values:
+            clause, extra = _in(column, values)
+            clauses.append(clause)
+            params += extra
+    if filters.score_min is not None:
+        clauses.append("s.score >= ?")
+        params.append(filters.score_min)
+    if filters.score_max is not None:
+        clauses.append("s.score <= ?")
+        params.append(filters.score_max)
+    status = filters.status
+    if status != "all":
+        clauses.append("s.is_alert = 1")
+    if status == "open":
+        clauses.append("c.disposition IS NULL")
+    elif status == "claimed":
+        clauses.append("c.claimed_by IS NOT NULL AND c.disposition IS NULL")
+    elif status in DISPOSITIONS:
+        clauses.append("c.disposition = ?")
+        params.append(status)
+    if filters.search:
+        clauses.append("(t.beneficiary_id = ? OR CAST(t.transaction_id AS TEXT) = ?)")
+        params += [filters.search.strip(), filters.search.strip()]
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    return source, where, params
+
+
+def dashboard_kpis(conn, filters: DashboardFilters, version: str | None) -> dict:
+    """Transactions, alerts, amount at risk and open cases under the filters."""
+    source, where, params = _dashboard_where(filters, version)
+    sql = (
+        "SELECT COUNT(*), COALESCE(SUM(s.is_alert), 0), "
+        "COALESCE(SUM(CASE WHEN s.is_alert = 1 THEN t.amount END), 0), "
+        "COALESCE(SUM(CASE WHEN s.is_alert = 1 AND c.disposition IS NULL THEN 1 END), 0), "
+        f"COUNT(s.transaction_id) FROM {source}{where}"
+    )
+    total, alerts, at_risk, open_cases, scored = conn.execute(sql, params).fetchone()
+    return {
+        "transactions": total,
+        "alerts": alerts,
+        "amount_at_risk": at_risk,
+        "open_cases": open_cases,
+        "scored": scored,
+    }
+
+
+_IST_DAY = "date(t.paid_at + 19800, 'unixepoch')"
+
+
+def dashboard_daily(conn, filters: DashboardFilters, version: str | None) -> list[tuple]:
+    """(IST day, transactions, alerts) per day."""
+    source, where, params = _dashboard_where(filters, version)
+    sql = (
+        f"SELECT {_IST_DAY} AS day, COUNT(*), COALESCE(SUM(s.is_alert), 0) "
+        f"FROM {source}{where} GROUP BY day ORDER BY day"
+    )
+    return [tuple(r) for r in conn.execute(sql, params)]
+
+
+def dashboard_alerts_by(conn, filters: DashboardFilters, version: str | None, column: str):
+    """(value, transactions, alerts) grouped by scheme or state."""
+    if column not in ("scheme", "state"):
+        raise ValueError(column)
+    source, where, params = _dashboard_where(filters, version)
+    sql = (
+        f"SELECT t.{column}, COUNT(*), COALESCE(SUM(s.is_alert), 0) FROM {source}{where} "
+        f"GROUP BY t.{column} ORDER BY 3 DESC"
+    )
+    return [tuple(r) for r in conn.execute(sql, params)]
+
+
+def dashboard_hour_weekday(conn, filters: DashboardFilters, version: str | None) -> list[tuple]:
+    """(weekday 0=Sunday, IST hour, alerts) for alerts under the filters."""
+    source, where, params = _dashboard_where(
+        filters if filters.status != "all" else replace_status(filters, "alerts"), version
+    )
+    sql = (
+        "SELECT CAST(strftime('%w', t.paid_at + 19800, 'unixepoch') AS INTEGER) AS weekday, "
+        "CAST(strftime('%H', t.paid_at + 19800, 'unixepoch') AS INTEGER) AS hour, COUNT(*) "
+        f"FROM {source}{where} GROUP BY weekday, hour"
+    )
+    return [tuple(r) for r in conn.execute(sql, params)]
+
+
+def replace_status(filters: DashboardFilters, status: str) -> DashboardFilters:
+    """The same filters with another alert status."""
+    from dataclasses import replace
+
+    return replace(filters, status=status)
+
+
+ALERT_QUEUE_COLUMNS = (
+    "transaction_id",
+    "beneficiary_id",
+    "scheme",
+    "amount",
+    "paid_at",
+    "state",
+    "district",
+    "latitude",
+    "longitude",
+    "account_id",
+    "agent_id",
+    "channel",
+    "score",
+    "reasons",
+    "resembles",
+    "claimed_by",
+    "disposition",
+    "note",
+)
+
+
+def dashboard_alerts(conn, filters: DashboardFilters, version: str | None, limit: int = 200):
+    """Alerts under the filters, highest score first (ALERT_QUEUE_COLUMNS)."""
+    source, where, params = _dashboard_where(
+        filters if filters.status != "all" else replace_status(filters, "alerts"), version
+    )
+    sql = (
+        "SELECT t.transaction_id, t.beneficiary_id, t.scheme, t.amount, t.paid_at, t.state, "
+        "t.district, t.latitude, t.longitude, t.account_id, t.agent_id, t.channel, s.score, "
+        "s.reasons, s.resembles, c.claimed_by, c.disposition, c.note "
+        f"FROM {source}{where} ORDER BY s.score DESC LIMIT ?"
+    )
+    return [tuple(r) for r in conn.execute(sql, [*params, limit])]
+
+
+def iter_dashboard_rows(conn, filters: DashboardFilters, version: str | None):
+    """Every transaction under the filters with its score and case, streamed (for downloads)."""
+    source, where, params = _dashboard_where(filters, version)
+    sql = (
+        "SELECT t.transaction_id, t.beneficiary_id, t.scheme, t.instalment_period, t.amount, "
+        "t.paid_at, t.state, t.district, t.latitude, t.longitude, t.account_id, t.agent_id, "
+        "t.channel, s.score, s.is_alert, s.resembles, c.disposition "
+        f"FROM {source}{where} ORDER BY t.transaction_id"
+    )
+    cursor = conn.execute(sql, params)
+    while batch := cursor.fetchmany(5000):
+        yield from (tuple(r) for r in batch)
+
+
+DOWNLOAD_COLUMNS = (
+    "transaction_id",
+    "beneficiary_id",
+    "scheme",
+    "instalment_period",
+    "amount",
+    "paid_at",
+    "state",
+    "district",
+    "latitude",
+    "longitude",
+    "account_id",
+    "agent_id",
+    "channel",
+    "score",
+    "is_alert",
+    "resembles",
+    "disposition",
+)
+
+
+def beneficiary_timeline(conn, beneficiary_id: str, limit: int = 100) -> list[tuple]:
+    """(transaction_id, scheme, period, amount, paid_at, account, agent) newest first."""
+    sql = (
+        "SELECT transaction_id, scheme, instalment_period, amount, paid_at, account_id, agent_id "
+        f"FROM {TRANSACTIONS} WHERE beneficiary_id = ? ORDER BY paid_at DESC LIMIT ?"
+    )
+    return [tuple(r) for r in conn.execute(sql, (beneficiary_id, limit))]
+
+
+def account_sharers(conn, account_id: str, limit: int = 50) -> list[tuple]:
+    """(beneficiary_id, payments) of everyone paid into an account."""
+    sql = (
+        f"SELECT beneficiary_id, COUNT(*) FROM {TRANSACTIONS} WHERE account_id = ? "
+        "GROUP BY beneficiary_id ORDER BY 2 DESC LIMIT ?"
+    )
+    return [tuple(r) for r in conn.execute(sql, (account_id, limit))]
+
+
+def agent_recent_payouts(conn, agent_id: str, before: int, limit: int = 50) -> list[tuple]:
+    """(transaction_id, beneficiary_id, amount, paid_at) of an agent's payouts up to a time."""
+    sql = (
+        "SELECT transaction_id, beneficiary_id, amount, paid_at FROM "
+        f"{TRANSACTIONS} WHERE agent_id = ? AND paid_at <= ? ORDER BY paid_at DESC LIMIT ?"
+    )
+    return [tuple(r) for r in conn.execute(sql, (agent_id, before, limit))]
+
+
+def get_case(conn, transaction_id: int) -> sqlite3.Row | None:
+    """The triage state of one alert, or None if nobody has touched it."""
+    sql = (
+        f"SELECT transaction_id, claimed_by, disposition, note FROM {CASES} "
+        "WHERE transaction_id = ?"
+    )
+    return conn.execute(sql, (transaction_id,)).fetchone()
+
+
+def save_case(conn, transaction_id: int, user: str, *, claimed_by, disposition, note) -> None:
+    """Write an alert's triage state (inside the caller's write transaction)."""
+    sql = (
+        f"INSERT INTO {CASES} "
+        "(transaction_id, claimed_by, disposition, note, updated_by, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(transaction_id) DO UPDATE SET "
+        "claimed_by = excluded.claimed_by, disposition = excluded.disposition, "
+        "note = excluded.note, updated_by = excluded.updated_by, updated_at = excluded.updated_at"
+    )
+    conn.execute(sql, (transaction_id, claimed_by, disposition, note, user, now()))
+
+
+def last_audit_time(conn, action: str, actor: str) -> float | None:
+    """When an actor last did an action (e.g. a failed login), or None."""
+    sql = f"SELECT MAX(at) FROM {AUDIT_LOG} WHERE action = ? AND actor = ?"
+    return conn.execute(sql, (action, actor)).fetchone()[0]
+
+
+def filter_options(conn) -> dict:
+    """Schemes, states and (state, district) pairs present in the transactions."""
+    schemes = [r[0] for r in conn.execute(f"SELECT DISTINCT scheme FROM {TRANSACTIONS} ORDER BY 1")]
+    pairs = conn.execute(
+        f"SELECT DISTINCT state, district FROM {BENEFICIARIES} ORDER BY 1, 2"
+    ).fetchall()
+    return {
+        "schemes": schemes,
+        "states": sorted({p[0] for p in pairs}),
+        "districts": [tuple(p) for p in pairs],
+    }
+
+
+def scores_with_labels(conn, version: str) -> list[tuple]:
+    """(score, label) per scored row: auditors' dispositions first, else the ground truth."""
+    sql = (
+        "SELECT s.score, CASE WHEN c.disposition = 'confirmed_fraud' THEN 1 "
+        "WHEN c.disposition = 'false_positive' THEN 0 "
+        "WHEN g.transaction_id IS NOT NULL THEN 1 ELSE 0 END "
+        f"FROM {SCORES} s LEFT JOIN {CASES} c ON c.transaction_id = s.transaction_id "
+        f"LEFT JOIN {GROUND_TRUTH} g ON g.transaction_id = s.transaction_id "
+        "WHERE s.model_version = ?"
+    )
+    return conn.execute(sql, (version,)).fetchall()

@@ -45,3 +45,22 @@ def empty_conn(tmp_path):
     connection = store.open_database(tmp_path / "empty.db")
     yield connection
     connection.close()
+
+
+@pytest.fixture(scope="session")
+def scored_template(generated_template, tmp_path_factory) -> tuple[Path, Path]:
+    """The template database with a small trained model and every row scored."""
+    from schemewatch import modeling
+    from schemewatch.detector import AutoencoderConfig
+    from schemewatch.monitor import Monitor
+
+    folder = tmp_path_factory.mktemp("scored")
+    db = folder / "transactions.db"
+    shutil.copy(generated_template, db)
+    models = folder / "modeling"
+    modeling.train(db, models, config=AutoencoderConfig(epochs=3, batch_size=512, seed=1))
+    monitor = Monitor(db, models)
+    monitor.tick()
+    monitor.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    monitor.conn.close()
+    return db, models

@@ -1,0 +1,1 @@
+"""The auditors' Streamlit dashboard (run with `streamlit run dashboard.py`)."""

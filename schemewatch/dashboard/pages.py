@@ -1,0 +1,327 @@
+"""The dashboard's pages: each reads widgets, calls package functions and renders."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pandas as pd
+import plotly.express as px
+import pydeck as pdk
+import streamlit as st
+
+from schemewatch import store, triage, users
+from schemewatch.dashboard import data
+from schemewatch.exporter import iso_timestamp
+from schemewatch.geography import india_outline_geojson
+
+WEEKDAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
+REFRESH_SECONDS = 5
+
+
+def _context():
+    return (
+        st.session_state["settings"],
+        st.session_state["user"],
+        st.session_state["filters"],
+        st.session_state["version"],
+    )
+
+
+def _rupees(value: float) -> str:
+    return f"₹{value:,.0f}"
+
+
+def overview() -> None:
+    settings, user, filters, version = _context()
+    st.title("Overview")
+    if version is None:
+        st.info("No model has been trained yet, so there are no alerts. Run `python train.py`.")
+    live = st.toggle("Refresh live", value=True, key="live_refresh")
+    _overview_body(live)
+    if user.can("download"):
+        _download(settings, user, filters, version)
+
+
+@st.fragment(run_every=REFRESH_SECONDS)
+def _overview_live() -> None:
+    _overview_charts()
+
+
+def _overview_body(live: bool) -> None:
+    if live:
+        _overview_live()
+    else:
+        _overview_charts()
+
+
+def _overview_charts() -> None:
+    settings, _, filters, version = _context()
+    figures = data.kpis(settings.db_path, filters, version)
+    cards = st.columns(5)
+    rate = figures["alerts"] / figures["scored"] if figures["scored"] else 0.0
+    cards[0].metric("Transactions", f"{figures['transactions']:,}")
+    cards[1].metric("Alerts", f"{figures['alerts']:,}")
+    cards[2].metric("Alert rate", f"{rate:.2%}")
+    cards[3].metric("Amount at risk", _rupees(figures["amount_at_risk"]))
+    cards[4].metric("Open cases", f"{figures['open_cases']:,}")
+    if figures["transactions"] == 0:
+        st.info("No transactions match the filters.")
+        return
+    daily = data.daily(settings.db_path, filters, version)
+    trend = px.line(
+        daily, x="day", y=["transactions", "alerts"], title="Daily transactions and alerts"
+    )
+    trend.update_layout(legend_title_text="", yaxis_title="count")
+    st.plotly_chart(trend, width="stretch")
+    left, right = st.columns(2)
+    by_scheme = data.alerts_by(settings.db_path, filters, version, "scheme")
+    left.plotly_chart(
+        px.bar(by_scheme, x="scheme", y="alerts", title="Alerts by scheme"),
+        width="stretch",
+    )
+    by_state = data.alerts_by(settings.db_path, filters, version, "state").head(15)
+    right.plotly_chart(
+        px.bar(by_state, x="alerts", y="state", orientation="h", title="Alerts by state (top 15)"),
+        width="stretch",
+    )
+    _heatmap(data.hour_weekday(settings.db_path, filters, version))
+    _map(data.alerts(settings.db_path, filters, version, 5000))
+
+
+def _heatmap(cells: pd.DataFrame) -> None:
+    grid = pd.DataFrame(0, index=list(WEEKDAYS), columns=list(range(24)))
+    for weekday, hour, alerts in cells.itertuples(index=False):
+        grid.iloc[int(weekday), int(hour)] = alerts
+    figure = px.imshow(
+        grid,
+        labels={"x": "hour of day (IST)", "y": "weekday", "color": "alerts"},
+        title="Alerts by hour and weekday",
+        aspect="auto",
+        color_continuous_scale="Reds",
+    )
+    st.plotly_chart(figure, width="stretch")
+
+
+def _map(points: pd.DataFrame) -> None:
+    """Alerts on India's outline; no tile server, no internet."""
+    layers = [
+        pdk.Layer(
+            "GeoJsonLayer",
+            india_outline_geojson(),
+            stroked=True,
+            filled=True,
+            get_fill_color=[240, 240, 235],
+            get_line_color=[90, 90, 90],
+            line_width_min_pixels=1,
+        )
+    ]
+    if len(points):
+        points = points[["latitude", "longitude", "score", "transaction_id"]].copy()
+        layers += [
+            pdk.Layer("HeatmapLayer", points, get_position="[longitude, latitude]", opacity=0.4),
+            pdk.Layer(
+                "ScatterplotLayer",
+                points,
+                get_position="[longitude, latitude]",
+                get_radius=6000,
+                get_fill_color=[200, 30, 30, 180],
+                pickable=True,
+            ),
+        ]
+    st.subheader("Where alerts were paid out")
+    st.pydeck_chart(
+        pdk.Deck(
+            layers=layers,
+            initial_view_state=pdk.ViewState(latitude=22.5, longitude=80.0, zoom=3.6),
+            map_provider=None,
+            map_style=None,
+            tooltip={"text": "transaction {transaction_id}\nscore {score}"},
+        )
+    )
+
+
+def _download(settings, user, filters, version) -> None:
+    def build() -> bytes:
+        payload, rows = data.csv_download(settings.db_path, filters, version)
+        conn = store.open_database(settings.db_path)
+        try:
+            triage.record_download(conn, user.username, asdict(filters), rows)
+        finally:
+            conn.close()
+        return payload
+
+    st.download_button(
+        "Download the filtered transactions (CSV)",
+        data=build,
+        file_name="schemewatch-transactions.csv",
+        mime="text/csv",
+        key="download_csv",
+    )
+
+
+def _reasons(text: str | None) -> list[str]:
+    return [r["text"] for r in json.loads(text)] if text else []
+
+
+def alert_queue() -> None:
+    settings, user, filters, version = _context()
+    st.title("Alert queue")
+    if version is None:
+        st.info("No model has been trained yet. Run `python train.py`.")
+        return
+    queue = data.alerts(settings.db_path, filters, version, 500)
+    if queue.empty:
+        st.info("No alerts match the filters.")
+        return
+    shown = pd.DataFrame(
+        {
+            "transaction": queue["transaction_id"],
+            "score": queue["score"].round(1),
+            "beneficiary": queue["beneficiary_id"],
+            "scheme": queue["scheme"],
+            "amount": queue["amount"],
+            "paid": [iso_timestamp(t)[:16].replace("T", " ") for t in queue["paid_at"]],
+            "state": queue["state"],
+            "why": [("; ".join(_reasons(r)[:1])) for r in queue["reasons"]],
+            "resembles": queue["resembles"],
+            "status": queue["disposition"].fillna(
+                queue["claimed_by"].map(lambda c: f"claimed by {c}" if c else "open")
+            ),
+        }
+    )
+    st.dataframe(shown, hide_index=True, width="stretch")
+    chosen = st.selectbox("Open alert", queue["transaction_id"].tolist(), key="alert_choice")
+    row = queue[queue["transaction_id"] == chosen].iloc[0]
+    _alert_detail(settings, user, row)
+
+
+def _alert_detail(settings, user, row: pd.Series) -> None:
+    st.subheader(f"Alert on transaction {row['transaction_id']}")
+    st.markdown(
+        f"**{row['scheme']}** payment of **{_rupees(row['amount'])}** to beneficiary "
+        f"**{row['beneficiary_id']}** ({row['district']}, {row['state']}) on "
+        f"{iso_timestamp(int(row['paid_at']))[:16].replace('T', ' ')} IST. "
+        f"Most resembles **{(row['resembles'] or '').replace('_', ' ')}**."
+    )
+    for reason in _reasons(row["reasons"]):
+        st.markdown(f"- {reason}")
+    context = data.context(settings.db_path, row)
+    tabs = st.tabs(["Payment timeline", "Others on this account", "Agent's recent payouts"])
+    timeline = context["timeline"].assign(
+        paid_at=lambda f: [iso_timestamp(t)[:16] for t in f["paid_at"]]
+    )
+    tabs[0].dataframe(timeline, hide_index=True, width="stretch")
+    tabs[1].dataframe(context["sharers"], hide_index=True, width="stretch")
+    payouts = context["payouts"].assign(
+        paid_at=lambda f: [iso_timestamp(t)[:16] for t in f["paid_at"]]
+    )
+    tabs[2].dataframe(payouts, hide_index=True, width="stretch")
+    _triage_form(settings, user, row)
+
+
+def _triage_form(settings, user, row: pd.Series) -> None:
+    st.subheader("Triage")
+    options = ["(none)", "needs_information", "false_positive"]
+    if user.can("confirm_fraud"):
+        options.append("confirmed_fraud")
+    with st.form(key="triage_form"):
+        claim = st.checkbox("Claim this alert", value=row["claimed_by"] == user.username)
+        current = row["disposition"] if row["disposition"] in options else "(none)"
+        disposition = st.radio("Disposition", options, index=options.index(current))
+        note = st.text_area("Note", value=row["note"] or "")
+        submitted = st.form_submit_button("Save")
+    if submitted:
+        conn = store.open_database(settings.db_path)
+        try:
+            triage.update_case(
+                conn,
+                int(row["transaction_id"]),
+                user.username,
+                user.role,
+                claimed_by=user.username if claim else None,
+                disposition=None if disposition == "(none)" else disposition,
+                note=note or None,
+            )
+        finally:
+            conn.close()
+        data.alerts.clear()
+        data.kpis.clear()
+        st.success("Saved, and recorded in the audit log.")
+
+
+def model_view() -> None:
+    settings, _, _, version = _context()
+    st.title("Model")
+    if version is None:
+        st.info("No model has been trained yet. Run `python train.py`.")
+        return
+    card_path = settings.model_dir / version / "model_card.json"
+    card = json.loads(card_path.read_text())
+    cols = st.columns(4)
+    cols[0].metric("Model version", version)
+    cols[1].metric("Trained on", f"{card['rows']:,} rows")
+    cols[2].metric("Alert threshold", f"{card['threshold']:,.1f}")
+    cols[3].metric("Alert budget", f"{card['alert_budget']:.1%}")
+    report_path = settings.model_dir / version / "evaluation.json"
+    if report_path.exists():
+        from schemewatch.evaluation import format_table
+
+        st.subheader("Evaluation against the generator's ground truth")
+        st.code(format_table(json.loads(report_path.read_text())))
+    else:
+        st.caption("Run `schemewatch evaluate` to add the evaluation table here.")
+    curve = pd.DataFrame(
+        _threshold_curve(settings.db_path, version),
+        columns=["threshold", "alerts", "precision", "recall"],
+    )
+    if len(curve):
+        st.subheader("Alert volume, precision and recall by threshold")
+        st.caption(
+            "Labels: auditors' dispositions where they exist, else the generator's ground truth."
+        )
+        st.plotly_chart(
+            px.line(curve, x="threshold", y=["precision", "recall"], log_x=True),
+            width="stretch",
+        )
+        st.plotly_chart(px.line(curve, x="threshold", y="alerts", log_x=True), width="stretch")
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _threshold_curve(db_path, version):
+    import numpy as np
+
+    from schemewatch.evaluation import threshold_curve
+
+    conn = store.connect(db_path, readonly=True)
+    try:
+        rows = np.array(store.scores_with_labels(conn, version), dtype=float).reshape(-1, 2)
+    finally:
+        conn.close()
+    return threshold_curve(rows[:, 0], rows[:, 1].astype(bool))
+
+
+def audit_log() -> None:
+    settings, user, _, _ = _context()
+    st.title("Audit log")
+    triage.require(user.role, "read_audit")
+    conn = store.connect(settings.db_path, readonly=True)
+    try:
+        entries = store.audit_entries(conn, 2000)
+    finally:
+        conn.close()
+    frame = pd.DataFrame(
+        [tuple(e) for e in entries],
+        columns=["entry", "at", "who", "action", "target", "old", "new", "details"],
+    )
+    frame["at"] = [iso_timestamp(int(t))[:19] for t in frame["at"]]
+    st.dataframe(frame, hide_index=True, width="stretch")
+
+
+def accounts() -> None:
+    settings, user, _, _ = _context()
+    st.title("Users")
+    triage.require(user.role, "manage")
+    listed = users.list_users(settings.credentials_path)
+    st.dataframe(pd.DataFrame(listed, columns=["user", "role", "name"]), hide_index=True)
+    st.caption("Add, remove or reset accounts with `schemewatch users ...` on the server.")

@@ -1,0 +1,168 @@
+"""AppTest checks of every dashboard page: login gate, roles, filters, triage, empty database."""
+
+import shutil
+import sqlite3
+
+import pytest
+from conftest import ROOT
+from streamlit.testing.v1 import AppTest
+
+from schemewatch import store, triage, users
+
+PASSWORD = "a long enough secret"
+VIEWS = "schemewatch/dashboard/views"
+
+
+@pytest.fixture
+def site(scored_template, tmp_path, monkeypatch):
+    """A private copy of the scored database, its models and three accounts."""
+    db, models = scored_template
+    shutil.copy(db, tmp_path / "transactions.db")
+    shutil.copytree(models, tmp_path / "modeling")
+    credentials = tmp_path / "credentials.yaml"
+    for name, role in (("asha", "auditor"), ("ravi", "supervisor"), ("meera", "admin")):
+        users.add_user(credentials, name, role, PASSWORD)
+    monkeypatch.setenv("SCHEMEWATCH_DB", str(tmp_path / "transactions.db"))
+    monkeypatch.setenv("SCHEMEWATCH_MODEL_DIR", str(tmp_path / "modeling"))
+    monkeypatch.setenv("SCHEMEWATCH_CREDENTIALS", str(credentials))
+    return tmp_path
+
+
+def _app() -> AppTest:
+    app = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=90)
+    app.run()
+    return app
+
+
+def _login(username: str, password: str = PASSWORD) -> AppTest:
+    app = _app()
+    app.text_input[0].input(username)
+    app.text_input[1].input(password)
+    app.button[0].click()
+    app.run()
+    return app
+
+
+def _audit_actions(site) -> list[str]:
+    conn = sqlite3.connect(site / "transactions.db")
+    return [r[0] for r in conn.execute("SELECT action FROM audit_log ORDER BY entry_id")]
+
+
+def test_nothing_but_the_login_form_before_login(site):
+    app = _app()
+    assert not app.exception
+    assert [t.label for t in app.text_input] == ["Username", "Password"]
+    assert not app.metric and not app.dataframe and not app.get("plotly_chart")
+    assert not app.get("deck_gl_json_chart") and not app.get("download_button")
+    for view in ("alerts", "model", "audit_log", "users"):
+        app.switch_page(f"{VIEWS}/{view}.py")
+        app.run()
+        assert not app.metric and not app.dataframe, view
+
+
+def test_wrong_password_is_rejected_and_audited(site):
+    app = _login("asha", "not the password")
+    assert any("Wrong user name or password" in e.value for e in app.error)
+    assert not app.metric
+    assert _audit_actions(site) == ["login failed"]
+
+
+def test_repeated_failures_lock_the_account(site):
+    for _ in range(5):
+        _login("asha", "not the password")
+    app = _login("asha")
+    assert not app.metric
+    assert any("Maximum number of login attempts" in e.value for e in app.error)
+
+
+def test_overview_shows_kpis_charts_and_an_offline_map(site):
+    app = _login("ravi")
+    assert not app.exception
+    metrics = {m.label: m.value for m in app.metric}
+    assert set(metrics) == {"Transactions", "Alerts", "Alert rate", "Amount at risk", "Open cases"}
+    assert int(metrics["Alerts"].replace(",", "")) > 0
+    assert len(app.get("plotly_chart")) == 4
+    [deck] = app.get("deck_gl_json_chart")
+    assert '"mapProvider": null' in deck.proto.json or "mapStyle" not in deck.proto.json
+    assert "login" in _audit_actions(site)
+
+
+def test_filters_change_the_figures(site):
+    app = _login("ravi")
+    everything = int(app.metric[0].value.replace(",", ""))
+    app.multiselect(key="filter_states").select("Bihar")
+    app.run()
+    bihar = int(app.metric[0].value.replace(",", ""))
+    conn = sqlite3.connect(site / "transactions.db")
+    total_bihar = conn.execute("SELECT COUNT(*) FROM transactions WHERE state='Bihar'").fetchone()[
+        0
+    ]
+    assert 0 < bihar < everything and bihar <= total_bihar
+
+
+@pytest.mark.parametrize("view", ["alerts", "model", "audit_log", "users"])
+def test_every_page_renders_for_an_admin(site, view):
+    app = _login("meera")
+    app.switch_page(f"{VIEWS}/{view}.py")
+    app.run()
+    assert not app.exception
+    assert app.title and not app.error
+
+
+def test_triage_saves_the_case_and_writes_the_audit_log(site):
+    app = _login("asha")
+    app.switch_page(f"{VIEWS}/alerts.py")
+    app.run()
+    alert = int(app.selectbox(key="alert_choice").value)
+    app.checkbox[0].check()
+    app.radio[0].set_value("false_positive")
+    app.text_area[0].input("Two muster rolls in one fortnight; checked with the block office.")
+    next(b for b in app.button if b.label == "Save").click()
+    app.run()
+    assert not app.exception
+    assert any("audit log" in s.value for s in app.success)
+    conn = sqlite3.connect(site / "transactions.db")
+    entries = conn.execute(
+        "SELECT actor, action, target, old_value, new_value FROM audit_log "
+        "WHERE action LIKE 'case%' ORDER BY entry_id"
+    ).fetchall()
+    assert [e[1] for e in entries] == ["case claimed by", "case disposition", "case note"]
+    assert all(e[0] == "asha" and e[2] == str(alert) for e in entries)
+    assert entries[1][3:] == (None, "false_positive")
+
+
+def test_auditors_cannot_confirm_fraud_download_or_read_the_audit_log(site):
+    app = _login("asha")
+    assert not app.get("download_button")
+    app.switch_page(f"{VIEWS}/alerts.py")
+    app.run()
+    assert "confirmed_fraud" not in app.radio[0].options
+    for page in ("audit_log", "users"):  # not even registered for an auditor
+        with pytest.raises(ValueError, match="Could not find a navigation page"):
+            app.switch_page(f"{VIEWS}/{page}.py")
+    conn = store.open_database(site / "transactions.db")
+    with pytest.raises(triage.NotAllowed):
+        triage.update_case(conn, 1, "asha", "auditor", disposition="confirmed_fraud")
+
+
+def test_supervisors_get_the_download_and_the_audit_log(site):
+    app = _login("ravi")
+    assert app.get("download_button")
+    app.switch_page(f"{VIEWS}/audit_log.py")
+    app.run()
+    assert app.dataframe and not app.exception
+
+
+def test_pages_render_with_an_empty_database(site, monkeypatch, tmp_path):
+    empty = tmp_path / "empty.db"
+    store.open_database(empty).close()
+    monkeypatch.setenv("SCHEMEWATCH_DB", str(empty))
+    monkeypatch.setenv("SCHEMEWATCH_MODEL_DIR", str(tmp_path / "no-models"))
+    app = _login("meera")
+    assert not app.exception
+    assert app.metric[0].value == "0"
+    assert any("No model" in i.value for i in app.info)
+    for view in ("alerts", "model", "audit_log", "users"):
+        app.switch_page(f"{VIEWS}/{view}.py")
+        app.run()
+        assert not app.exception, view
