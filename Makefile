@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DB ?= transactions.db
 MODEL_DIR ?= modeling
+CREDENTIALS ?= credentials.yaml
+PORT ?= 8501
 DEMO_TRANSACTIONS ?= 200000
 DEMO_RATE ?= 20
 
@@ -21,9 +23,15 @@ demo: $(STAMP)
 	@test -f $(DB) || $(BIN)/python generate_database.py --db $(DB) \
 		--transactions $(DEMO_TRANSACTIONS) --seed 42 --end-date $$(date +%F)
 	@test -f $(MODEL_DIR)/current.json || $(BIN)/python train.py --db $(DB) --model-dir $(MODEL_DIR)
-	@echo "Starting the monitor and the live feed ($(DEMO_RATE) tx/s); Ctrl-C stops both."
+	@test -f $(CREDENTIALS) || $(BIN)/python -m schemewatch users add demo --role supervisor \
+		--name "Demo auditor" --random-password --credentials $(CREDENTIALS) --db $(DB)
+	@echo "Dashboard on http://localhost:$(PORT) (user: demo); monitor and live feed at $(DEMO_RATE) tx/s."
+	@echo "Ctrl-C stops everything."
 	@trap 'kill 0' INT TERM; \
-	$(BIN)/python monitor.py --db $(DB) --model-dir $(MODEL_DIR) & \
+	SCHEMEWATCH_DB=$(DB) SCHEMEWATCH_MODEL_DIR=$(MODEL_DIR) SCHEMEWATCH_CREDENTIALS=$(CREDENTIALS) \
+		$(BIN)/streamlit run dashboard.py --server.port $(PORT) --server.address localhost \
+		--server.headless true --browser.gatherUsageStats false >/dev/null 2>&1 & \
+	$(BIN)/python monitor.py --db $(DB) --model-dir $(MODEL_DIR) --quiet & \
 	$(BIN)/python live_feed_simulator.py --db $(DB) --rate $(DEMO_RATE); \
 	wait
 

@@ -361,17 +361,25 @@ def _audit(db_path: Path | None, action: str, target: str, new_value: str | None
 @click.option("--role", type=click.Choice(["auditor", "supervisor", "admin"]), required=True)
 @click.option("--name", default=None, help="Display name.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option(
+    "--random-password",
+    is_flag=True,
+    help="Make up a strong password and print it once (for demo accounts).",
+)
 @credentials_option
 @db_option
 @friendly_errors
-def users_add(username, role, name, password_stdin, credentials_path, db_path):
+def users_add(username, role, name, password_stdin, random_password, credentials_path, db_path):
     """Create an account."""
     from schemewatch import users as accounts
 
     path = load_settings(credentials_path=credentials_path).credentials_path
-    accounts.add_user(path, username, role, _read_password(password_stdin), name)
+    password = accounts.random_password() if random_password else _read_password(password_stdin)
+    accounts.add_user(path, username, role, password, name)
     _audit(db_path, "user added", username, role)
     click.echo(f"Added {role} '{username}' to {path}.")
+    if random_password:
+        click.echo(f"Password (shown only now): {password}")
 
 
 @users.command("list")

@@ -1,5 +1,6 @@
 """AppTest checks of every dashboard page: login gate, roles, filters, triage, empty database."""
 
+import json
 import shutil
 import sqlite3
 
@@ -83,7 +84,10 @@ def test_overview_shows_kpis_charts_and_an_offline_map(site):
     assert int(metrics["Alerts"].replace(",", "")) > 0
     assert len(app.get("plotly_chart")) == 4
     [deck] = app.get("deck_gl_json_chart")
-    assert '"mapProvider": null' in deck.proto.json or "mapStyle" not in deck.proto.json
+    spec = json.loads(deck.proto.json)
+    assert spec["mapStyle"].startswith("data:")  # no basemap from a tile server
+    assert "http" not in deck.proto.json
+    assert any(layer["@@type"] == "GeoJsonLayer" for layer in spec["layers"])
     assert "login" in _audit_actions(site)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from urllib.parse import quote
 
 import pandas as pd
 import plotly.express as px
@@ -17,6 +18,11 @@ from schemewatch.geography import india_outline_geojson
 
 WEEKDAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
 REFRESH_SECONDS = 5
+# An empty map style inlined as a data: URL. With map_style=None Streamlit substitutes a Carto
+# basemap from the internet; pydeck refuses a dict style unless the provider is Mapbox.
+OFFLINE_MAP_STYLE = "data:application/json," + quote(
+    json.dumps({"version": 8, "sources": {}, "layers": []})
+)
 
 
 def _context():
@@ -68,12 +74,7 @@ def _overview_charts() -> None:
     if figures["transactions"] == 0:
         st.info("No transactions match the filters.")
         return
-    daily = data.daily(settings.db_path, filters, version)
-    trend = px.line(
-        daily, x="day", y=["transactions", "alerts"], title="Daily transactions and alerts"
-    )
-    trend.update_layout(legend_title_text="", yaxis_title="count")
-    st.plotly_chart(trend, width="stretch")
+    st.plotly_chart(_trend(data.daily(settings.db_path, filters, version)), width="stretch")
     left, right = st.columns(2)
     by_scheme = data.alerts_by(settings.db_path, filters, version, "scheme")
     left.plotly_chart(
@@ -81,12 +82,38 @@ def _overview_charts() -> None:
         width="stretch",
     )
     by_state = data.alerts_by(settings.db_path, filters, version, "state").head(15)
-    right.plotly_chart(
-        px.bar(by_state, x="alerts", y="state", orientation="h", title="Alerts by state (top 15)"),
-        width="stretch",
+    states = px.bar(
+        by_state, x="alerts", y="state", orientation="h", title="Alerts by state (top 15)"
     )
+    states.update_yaxes(categoryorder="total ascending")
+    right.plotly_chart(states, width="stretch")
     _heatmap(data.hour_weekday(settings.db_path, filters, version))
     _map(data.alerts(settings.db_path, filters, version, 5000))
+
+
+def _trend(daily: pd.DataFrame):
+    """Transactions as bars, alerts as a line on their own axis (they are 100x fewer)."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    figure.add_bar(
+        x=daily["day"], y=daily["transactions"], name="transactions", marker_color="#9ab8d8"
+    )
+    figure.add_scatter(
+        x=daily["day"],
+        y=daily["alerts"],
+        name="alerts",
+        yaxis="y2",
+        line={"color": "#c0392b", "width": 2},
+    )
+    figure.update_layout(
+        title="Daily transactions and alerts",
+        yaxis={"title": "transactions"},
+        yaxis2={"title": "alerts", "overlaying": "y", "side": "right", "rangemode": "tozero"},
+        legend={"orientation": "h", "y": 1.1},
+        bargap=0.1,
+    )
+    return figure
 
 
 def _heatmap(cells: pd.DataFrame) -> None:
@@ -135,7 +162,8 @@ def _map(points: pd.DataFrame) -> None:
             layers=layers,
             initial_view_state=pdk.ViewState(latitude=22.5, longitude=80.0, zoom=3.6),
             map_provider=None,
-            map_style=None,
+            # An empty inline style: with map_style=None Streamlit fills in a Carto basemap URL.
+            map_style=OFFLINE_MAP_STYLE,
             tooltip={"text": "transaction {transaction_id}\nscore {score}"},
         )
     )
@@ -258,11 +286,11 @@ def model_view() -> None:
         return
     card_path = settings.model_dir / version / "model_card.json"
     card = json.loads(card_path.read_text())
-    cols = st.columns(4)
-    cols[0].metric("Model version", version)
-    cols[1].metric("Trained on", f"{card['rows']:,} rows")
-    cols[2].metric("Alert threshold", f"{card['threshold']:,.1f}")
-    cols[3].metric("Alert budget", f"{card['alert_budget']:.1%}")
+    st.caption(f"Model {version}, trained {card['trained_at']}")
+    cols = st.columns(3)
+    cols[0].metric("Trained on", f"{card['rows']:,} rows")
+    cols[1].metric("Alert threshold", f"{card['threshold']:,.1f}")
+    cols[2].metric("Alert budget", f"{card['alert_budget']:.1%}")
     report_path = settings.model_dir / version / "evaluation.json"
     if report_path.exists():
         from schemewatch.evaluation import format_table
