@@ -52,6 +52,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_generator.py
 	$(BIN)/python bench/bench_detection.py
+	$(BIN)/python bench/bench_dashboard.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -177,9 +177,34 @@ class Monitor:
                 [now] * len(ids[part]),
                 strict=True,
             )
+            summary = _daily_counts(batch.iloc[part], is_alert[part], model.version)
             with store.write_transaction(self.conn):
                 store.insert_scores(self.conn, rows)
+                store.add_to_summary(self.conn, summary)
         return int(is_alert.sum())
+
+
+def _daily_counts(batch: pd.DataFrame, is_alert: np.ndarray, version: str) -> list[tuple]:
+    """Per (IST day, scheme, state): transactions, amount, alerts, amount alerted."""
+    from schemewatch.schemes import local_days
+
+    amount = batch["amount"].to_numpy(float)
+    frame = pd.DataFrame(
+        {
+            "day": local_days(batch["paid_at"].to_numpy()).astype(str),
+            "scheme": batch["scheme"].to_numpy(object),
+            "state": batch["state"].to_numpy(object),
+            "transactions": 1,
+            "amount": amount,
+            "alerts": is_alert.astype(int),
+            "alert_amount": np.where(is_alert, amount, 0.0),
+        }
+    )
+    grouped = frame.groupby(["day", "scheme", "state"], sort=False).sum().reset_index()
+    return [
+        (version, day, scheme, state, int(n), float(a), int(k), float(r))
+        for day, scheme, state, n, a, k, r in grouped.itertuples(index=False)
+    ]
 
 
 class _Stop(Exception):

@@ -231,12 +231,43 @@ def _migration_cases(conn: sqlite3.Connection) -> None:
     conn.execute(_CASES_SCHEMA)
 
 
+DAILY_SUMMARY = "daily_summary"
+SUMMARY_COLUMNS = (
+    "model_version",
+    "day",
+    "scheme",
+    "state",
+    "transactions",
+    "amount",
+    "alerts",
+    "alert_amount",
+)
+_SUMMARY_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {DAILY_SUMMARY} (
+    model_version TEXT NOT NULL,
+    day TEXT NOT NULL,
+    scheme TEXT NOT NULL,
+    state TEXT NOT NULL,
+    transactions INTEGER NOT NULL,
+    amount REAL NOT NULL,
+    alerts INTEGER NOT NULL,
+    alert_amount REAL NOT NULL,
+    PRIMARY KEY (model_version, day, scheme, state)
+) WITHOUT ROWID
+"""
+
+
+def _migration_summary(conn: sqlite3.Connection) -> None:
+    conn.execute(_SUMMARY_SCHEMA)
+
+
 # Named, ordered migrations; a database records the last one applied in PRAGMA user_version.
 MIGRATIONS = (
     ("initial schema", _migration_initial),
     ("model scores", _migration_scores),
     ("audit log", _migration_audit_log),
     ("alert cases", _migration_cases),
+    ("daily summary kept by the monitor", _migration_summary),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -619,7 +650,7 @@ def start_transactions_read(path: Path | str, after_id: int, through_id: int | N
     upper = "" if through_id is None else " AND transaction_id <= ?"
     params = (after_id,) if through_id is None else (after_id, through_id)
     sql = (
-        f"SELECT {', '.join(SCORING_COLUMNS)} FROM {TRANSACTIONS} "
+        f"SELECT {', '.join(SCORING_COLUMNS)}, state FROM {TRANSACTIONS} "
         f"WHERE transaction_id > ?{upper} ORDER BY transaction_id"
     )
     expected = (through_id if through_id is not None else 10**12) - after_id
@@ -999,3 +1030,110 @@ def scores_with_labels(conn, version: str) -> list[tuple]:
         "WHERE s.model_version = ?"
     )
     return conn.execute(sql, (version,)).fetchall()
+
+
+def add_to_summary(conn, rows) -> None:
+    """Add per (version, day, scheme, state) counts to the daily summary (SUMMARY_COLUMNS order)."""
+    sql = (
+        _insert_sql(DAILY_SUMMARY, SUMMARY_COLUMNS)
+        + " ON CONFLICT(model_version, day, scheme, state) DO UPDATE SET "
+        "transactions = transactions + excluded.transactions, "
+        "amount = amount + excluded.amount, alerts = alerts + excluded.alerts, "
+        "alert_amount = alert_amount + excluded.alert_amount"
+    )
+    conn.executemany(sql, rows)
+
+
+def summary_answers(filters: DashboardFilters) -> bool:
+    """True when the daily summary alone can answer these filters."""
+    return not (
+        filters.districts
+        or filters.typologies
+        or filters.search
+        or filters.score_min is not None
+        or filters.score_max is not None
+        or filters.status not in ("all", "alerts")
+    )
+
+
+def _summary_where(filters: DashboardFilters, version: str) -> tuple[str, list]:
+    from datetime import UTC, datetime
+
+    def day(seconds: int) -> str:
+        return datetime.fromtimestamp(seconds + 19_800, UTC).strftime("%Y-%m-%d")
+
+    clauses, params = ["model_version = ?"], [version]
+    if filters.start is not None:
+        clauses.append("day >= ?")
+        params.append(day(filters.start))
+    if filters.end is not None:
+        clauses.append("day < ?")
+        params.append(day(filters.end))
+    for column, values in (("scheme", filters.schemes), ("state", filters.states)):
+        if values:
+            clause, extra = _in(column, values)
+            clauses.append(clause)
+            params += extra
+    return " WHERE " + " AND ".join(clauses), params
+
+
+def summary_kpis(conn, filters: DashboardFilters, version: str) -> dict:
+    """KPIs from the daily summary; open cases from the (small) cases table."""
+    where, params = _summary_where(filters, version)
+    sql = (
+        "SELECT COALESCE(SUM(transactions), 0), COALESCE(SUM(alerts), 0), "
+        f"COALESCE(SUM(alert_amount), 0) FROM {DAILY_SUMMARY}{where}"
+    )
+    total, alerts, at_risk = conn.execute(sql, params).fetchone()
+    clauses, extra = _plain_clauses(filters)
+    closed_sql = (
+        f"SELECT COUNT(*) FROM {CASES} c JOIN {SCORES} s ON s.transaction_id = c.transaction_id "
+        f"AND s.model_version = ? JOIN {TRANSACTIONS} t ON t.transaction_id = c.transaction_id "
+        "WHERE c.disposition IS NOT NULL AND s.is_alert = 1"
+        + "".join(f" AND {clause}" for clause in clauses)
+    )
+    closed = conn.execute(closed_sql, [version, *extra]).fetchone()[0]
+    return {
+        "transactions": total,
+        "alerts": alerts,
+        "amount_at_risk": at_risk,
+        "open_cases": alerts - closed,
+        "scored": total,
+    }
+
+
+def _plain_clauses(filters: DashboardFilters) -> tuple[list[str], list]:
+    """Date, scheme and state conditions on t (for queries that join few rows)."""
+    clauses, params = [], []
+    for clause, value in (("t.paid_at >= ?", filters.start), ("t.paid_at < ?", filters.end)):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    for column, values in (("t.scheme", filters.schemes), ("t.state", filters.states)):
+        if values:
+            clause, extra = _in(column, values)
+            clauses.append(clause)
+            params += extra
+    return clauses, params
+
+
+def summary_daily(conn, filters: DashboardFilters, version: str) -> list[tuple]:
+    """(day, transactions, alerts) from the daily summary."""
+    where, params = _summary_where(filters, version)
+    sql = (
+        f"SELECT day, SUM(transactions), SUM(alerts) FROM {DAILY_SUMMARY}{where} "
+        "GROUP BY day ORDER BY day"
+    )
+    return [tuple(r) for r in conn.execute(sql, params)]
+
+
+def summary_alerts_by(conn, filters: DashboardFilters, version: str, column: str) -> list[tuple]:
+    """(scheme or state, transactions, alerts) from the daily summary."""
+    if column not in ("scheme", "state"):
+        raise ValueError(column)
+    where, params = _summary_where(filters, version)
+    sql = (
+        f"SELECT {column}, SUM(transactions), SUM(alerts) FROM {DAILY_SUMMARY}{where} "
+        f"GROUP BY {column} ORDER BY 3 DESC"
+    )
+    return [tuple(r) for r in conn.execute(sql, params)]

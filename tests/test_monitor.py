@@ -261,3 +261,21 @@ def test_evaluation_reports_every_model_and_beats_basic_features_on_behaviour(tr
         return sum(typologies[t]["recall_at_1pct"] for t in behavioural) / len(behavioural)
 
     assert mean_recall("autoencoder") > mean_recall("autoencoder_basic_features") + 0.2
+
+
+def test_daily_summary_matches_the_scored_rows(scored_copy):
+    db, models = scored_copy
+    Monitor(db, models, batch_size=2_500).tick()  # two ticks' worth, to exercise the upsert
+    Monitor(db, models, batch_size=2_500).tick()
+    Monitor(db, models).tick()
+    conn = sqlite3.connect(db)
+    raw = conn.execute(
+        "SELECT date(t.paid_at + 19800, 'unixepoch') AS day, t.scheme, t.state, COUNT(*), "
+        "ROUND(SUM(t.amount), 2), SUM(s.is_alert) FROM transactions t "
+        "JOIN scores s USING (transaction_id) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    ).fetchall()
+    summary = conn.execute(
+        "SELECT day, scheme, state, transactions, ROUND(amount, 2), alerts FROM daily_summary "
+        "ORDER BY 1, 2, 3"
+    ).fetchall()
+    assert raw == summary and sum(r[3] for r in summary) == 6_000

@@ -32,20 +32,28 @@ def model_version(model_dir: Path) -> str | None:
         return None
 
 
+def _summary(filters, version) -> bool:
+    """Use the monitor's daily summary when it can answer (it is small: no full-table scans)."""
+    return version is not None and store.summary_answers(filters)
+
+
 @st.cache_data(ttl=TTL, show_spinner=False)
 def kpis(db_path: Path, filters: store.DashboardFilters, version: str | None) -> dict:
-    return _read(db_path, store.dashboard_kpis, filters, version)
+    query = store.summary_kpis if _summary(filters, version) else store.dashboard_kpis
+    return _read(db_path, query, filters, version)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def daily(db_path: Path, filters: store.DashboardFilters, version: str | None) -> pd.DataFrame:
-    rows = _read(db_path, store.dashboard_daily, filters, version)
+    query = store.summary_daily if _summary(filters, version) else store.dashboard_daily
+    rows = _read(db_path, query, filters, version)
     return pd.DataFrame(rows, columns=["day", "transactions", "alerts"])
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def alerts_by(db_path: Path, filters, version, column: str) -> pd.DataFrame:
-    rows = _read(db_path, store.dashboard_alerts_by, filters, version, column)
+    query = store.summary_alerts_by if _summary(filters, version) else store.dashboard_alerts_by
+    rows = _read(db_path, query, filters, version, column)
     return pd.DataFrame(rows, columns=[column, "transactions", "alerts"])
 
 
