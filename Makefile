@@ -25,15 +25,8 @@ demo: $(STAMP)
 	@test -f $(MODEL_DIR)/current.json || $(BIN)/python train.py --db $(DB) --model-dir $(MODEL_DIR)
 	@test -f $(CREDENTIALS) || $(BIN)/python -m schemewatch users add demo --role supervisor \
 		--name "Demo auditor" --random-password --credentials $(CREDENTIALS) --db $(DB)
-	@echo "Dashboard on http://localhost:$(PORT) (user: demo); monitor and live feed at $(DEMO_RATE) tx/s."
-	@echo "Ctrl-C stops everything."
-	@trap 'kill 0' INT TERM; \
-	SCHEMEWATCH_DB=$(DB) SCHEMEWATCH_MODEL_DIR=$(MODEL_DIR) SCHEMEWATCH_CREDENTIALS=$(CREDENTIALS) \
-		$(BIN)/streamlit run dashboard.py --server.port $(PORT) --server.address localhost \
-		--server.headless true --browser.gatherUsageStats false >/dev/null 2>&1 & \
-	$(BIN)/python monitor.py --db $(DB) --model-dir $(MODEL_DIR) --quiet & \
-	$(BIN)/python live_feed_simulator.py --db $(DB) --rate $(DEMO_RATE); \
-	wait
+	$(BIN)/python -m schemewatch.demo --db $(DB) --model-dir $(MODEL_DIR) \
+		--credentials $(CREDENTIALS) --port $(PORT) --rate $(DEMO_RATE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,125 @@
+"""Run the demo: the dashboard, the monitor and the live feed together; Ctrl-C stops all three.
+
+`python -m schemewatch.demo --db transactions.db --model-dir modeling --port 8501 --rate 20`
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def commands(args) -> dict[str, list[str]]:
+    """The three processes the demo runs."""
+    python = sys.executable
+    return {
+        "dashboard": [
+            python,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "dashboard.py"),
+            "--server.port",
+            str(args.port),
+            "--server.address",
+            "localhost",
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        "monitor": [
+            python,
+            str(ROOT / "monitor.py"),
+            "--db",
+            args.db,
+            "--model-dir",
+            args.model_dir,
+            "--quiet",
+        ],
+        "live feed": [
+            python,
+            str(ROOT / "live_feed_simulator.py"),
+            "--db",
+            args.db,
+            "--rate",
+            str(args.rate),
+        ],
+    }
+
+
+def stop(processes: dict[str, subprocess.Popen]) -> None:
+    """Ask every process to stop, then make sure they have."""
+    for process in processes.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    deadline = time.time() + 15
+    for process in processes.values():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _default_interrupt() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--db", default="transactions.db")
+    parser.add_argument("--model-dir", default="modeling")
+    parser.add_argument("--credentials", default="credentials.yaml")
+    parser.add_argument("--port", type=int, default=8501)
+    parser.add_argument("--rate", type=float, default=20)
+    args = parser.parse_args()
+    env = {
+        **os.environ,
+        "SCHEMEWATCH_DB": str(Path(args.db).resolve()),
+        "SCHEMEWATCH_MODEL_DIR": str(Path(args.model_dir).resolve()),
+        "SCHEMEWATCH_CREDENTIALS": str(Path(args.credentials).resolve()),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    # Started in the background by a shell, we may inherit SIGINT ignored; Ctrl-C must work.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    quiet = {"dashboard": subprocess.DEVNULL}
+    processes = {
+        name: subprocess.Popen(
+            command,
+            env=env,
+            stdout=quiet.get(name),
+            stderr=quiet.get(name),
+            preexec_fn=_default_interrupt,
+        )
+        for name, command in commands(args).items()
+    }
+    signal.signal(signal.SIGTERM, _interrupt)
+    print(
+        f"Dashboard on http://localhost:{args.port}; monitor and live feed running. "
+        "Ctrl-C stops everything.",
+        flush=True,
+    )
+    try:
+        while all(p.poll() is None for p in processes.values()):
+            time.sleep(0.5)
+        ended = [name for name, p in processes.items() if p.poll() is not None]
+        print(f"{', '.join(ended)} stopped; stopping the rest.", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop(processes)
+
+
+if __name__ == "__main__":
+    main()
