@@ -17,10 +17,8 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -75,6 +73,8 @@ def render_times(db: Path, models: Path, credentials: Path) -> tuple[float, floa
 def server_rss(db: Path, models: Path, credentials: Path) -> float:
     from playwright.sync_api import sync_playwright
 
+    from schemewatch.demo import dashboard_command, wait_for_dashboard
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -85,19 +85,7 @@ def server_rss(db: Path, models: Path, credentials: Path) -> float:
         "SCHEMEWATCH_CREDENTIALS": str(credentials),
     }
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "dashboard.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
+        dashboard_command(port),
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -105,12 +93,7 @@ def server_rss(db: Path, models: Path, credentials: Path) -> float:
     )
     url = f"http://localhost:{port}"
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_for_dashboard(url, 120)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
                 executable_path=shutil.which("chromium"),

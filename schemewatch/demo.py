@@ -16,25 +16,44 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def dashboard_command(port: int) -> list[str]:
+    """`streamlit run dashboard.py` on localhost only, with no usage statistics."""
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(ROOT / "dashboard.py"),
+        "--server.port",
+        str(port),
+        "--server.address",
+        "localhost",
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+
+
+def wait_for_dashboard(url: str, seconds: float = 60) -> None:
+    """Block until the dashboard answers its health check (or the time runs out)."""
+    import urllib.request
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"the dashboard at {url} did not start within {seconds:.0f} s")
+
+
 def commands(args) -> dict[str, list[str]]:
     """The three processes the demo runs."""
     python = sys.executable
     return {
-        "dashboard": [
-            python,
-            "-m",
-            "streamlit",
-            "run",
-            str(ROOT / "dashboard.py"),
-            "--server.port",
-            str(args.port),
-            "--server.address",
-            "localhost",
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
+        "dashboard": dashboard_command(args.port),
         "monitor": [
             python,
             str(ROOT / "monitor.py"),

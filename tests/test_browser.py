@@ -10,13 +10,12 @@ import shutil
 import socket
 import sqlite3
 import subprocess
-import time
-import urllib.request
 
 import pytest
-from conftest import PYTHON, ROOT
+from conftest import ROOT
 
 from schemewatch import users
+from schemewatch.demo import dashboard_command, wait_for_dashboard
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PASSWORD = "a long enough secret"
@@ -55,33 +54,14 @@ def server(scored_template, tmp_path):
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     process = subprocess.Popen(
-        [
-            PYTHON,
-            "-m",
-            "streamlit",
-            "run",
-            "dashboard.py",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "localhost",
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
+        dashboard_command(port),
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     url = f"http://localhost:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.5)
+    wait_for_dashboard(url)
     yield url, tmp_path
     process.terminate()
     process.wait(timeout=30)
