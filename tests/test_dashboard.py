@@ -170,3 +170,24 @@ def test_pages_render_with_an_empty_database(site, monkeypatch, tmp_path):
         app.switch_page(f"{VIEWS}/{view}.py")
         app.run()
         assert not app.exception, view
+
+
+def test_admins_manage_accounts_from_the_users_page(site):
+    app = _login("meera")
+    app.switch_page(f"{VIEWS}/users.py")
+    app.run()
+    app.text_input(key="new_username").input("kiran")
+    app.selectbox(key="new_role").set_value("auditor")
+    app.text_input(key="new_password").input("another long password")
+    next(b for b in app.button if b.label == "Add").click()
+    app.run()
+    assert not app.exception and any("kiran" in s.value for s in app.success)
+    assert users.check_password(
+        users.load_credentials(site / "credentials.yaml"), "kiran", "another long password"
+    )
+    app.run()  # the new account shows in the lists on the next run
+    app.selectbox(key="target_user").set_value("kiran")
+    next(b for b in app.button if b.label == "Remove account").click()
+    app.run()
+    assert "kiran" not in [u for u, _, _ in users.list_users(site / "credentials.yaml")]
+    assert _audit_actions(site)[-2:] == ["user added", "user removed"]

@@ -352,4 +352,60 @@ def accounts() -> None:
     triage.require(user.role, "manage")
     listed = users.list_users(settings.credentials_path)
     st.dataframe(pd.DataFrame(listed, columns=["user", "role", "name"]), hide_index=True)
-    st.caption("Add, remove or reset accounts with `schemewatch users ...` on the server.")
+    add, change = st.columns(2)
+    with add.form("add_user", clear_on_submit=True):
+        st.subheader("Add an account")
+        username = st.text_input("User name", key="new_username")
+        role = st.selectbox("Role", users.ROLES, key="new_role")
+        password = st.text_input("Password", type="password", key="new_password")
+        if st.form_submit_button("Add"):
+            _account_change(
+                settings,
+                user,
+                "user added",
+                username,
+                role,
+                lambda: users.add_user(settings.credentials_path, username, role, password),
+            )
+    with change.form("change_user", clear_on_submit=True):
+        st.subheader("Reset or remove")
+        names = [name for name, _, _ in listed if name != user.username]
+        target = st.selectbox("Account", names, key="target_user")
+        password = st.text_input("New password (to reset)", type="password", key="reset_password")
+        reset, remove = st.columns(2)
+        if reset.form_submit_button("Reset password") and target:
+            _account_change(
+                settings,
+                user,
+                "password reset",
+                target,
+                None,
+                lambda: users.reset_password(settings.credentials_path, target, password),
+            )
+        if remove.form_submit_button("Remove account") and target:
+            _account_change(
+                settings,
+                user,
+                "user removed",
+                target,
+                None,
+                lambda: users.remove_user(settings.credentials_path, target),
+            )
+
+
+def _account_change(settings, user, action: str, target: str, value, change) -> None:
+    """Apply an account change and audit it; a refused change is one clear line."""
+    from schemewatch.errors import SchemewatchError
+
+    try:
+        change()
+    except SchemewatchError as exc:
+        st.error(str(exc))
+        return
+    conn = store.open_database(settings.db_path)
+    try:
+        with store.write_transaction(conn):
+            store.append_audit(conn, user.username, action, target, None, value)
+    finally:
+        conn.close()
+    st.success(f"{action.capitalize()}: {target}.")
