@@ -39,9 +39,13 @@ class LoadedModel:
     detector: AutoencoderDetector
     card: dict
 
+    folder: Path | None = None
+
     @property
     def threshold(self) -> float:
-        return float(self.card["threshold"])
+        """The alert threshold: an admin's override if one was set, else the calibrated one."""
+        override = read_threshold_override(self.folder) if self.folder else None
+        return float(self.card["threshold"] if override is None else override["threshold"])
 
 
 def load_registry(conn, beneficiary_ids=None) -> features.Registry:
@@ -169,4 +173,49 @@ def load_model(model_dir: Path, version: str | None = None) -> LoadedModel:
         detector = AutoencoderDetector.load(folder)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load model {version}: {exc}") from None
-    return LoadedModel(version, detector, card)
+    return LoadedModel(version, detector, card, folder)
+
+
+THRESHOLD_FILE = "threshold.json"
+
+
+def read_threshold_override(folder: Path) -> dict | None:
+    """The admin-set threshold of a model version, if any."""
+    try:
+        return json.loads((Path(folder) / THRESHOLD_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def set_threshold(model_dir: Path, version: str, threshold: float, user: str) -> float:
+    """Save an admin's alert threshold for a model version (used for rows scored from now on).
+
+    Returns the previous threshold.
+    """
+    if not threshold > 0:
+        raise ModelError("the alert threshold must be a positive number")
+    folder = Path(model_dir) / version
+    previous = load_model_card(model_dir, version)["threshold"]
+    override = read_threshold_override(folder)
+    if override is not None:
+        previous = override["threshold"]
+    temporary = folder / (THRESHOLD_FILE + ".tmp")
+    temporary.write_text(
+        json.dumps(
+            {
+                "threshold": float(threshold),
+                "set_by": user,
+                "set_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+        )
+    )
+    os.replace(temporary, folder / THRESHOLD_FILE)
+    return float(previous)
+
+
+def load_model_card(model_dir: Path, version: str) -> dict:
+    """A model version's card."""
+    try:
+        return json.loads((Path(model_dir) / version / CARD_FILE).read_text())
+    except FileNotFoundError:
+        raise ModelError(f"model {version} has no model card") from None

@@ -191,3 +191,19 @@ def test_admins_manage_accounts_from_the_users_page(site):
     app.run()
     assert "kiran" not in [u for u, _, _ in users.list_users(site / "credentials.yaml")]
     assert _audit_actions(site)[-2:] == ["user added", "user removed"]
+
+
+def test_admins_set_the_alert_threshold_and_it_is_audited(site):
+    app = _login("meera")
+    app.switch_page(f"{VIEWS}/model.py")
+    app.run()
+    app.number_input(key="new_threshold").set_value(123.0)
+    next(b for b in app.button if b.label == "Apply threshold").click()
+    app.run()
+    assert not app.exception and any("123.0" in s.value for s in app.success)
+    actions = _audit_actions(site)
+    assert actions[-1] == "threshold changed"
+    auditor = _login("asha")
+    auditor.switch_page(f"{VIEWS}/model.py")
+    auditor.run()
+    assert not [b for b in auditor.button if b.label == "Apply threshold"]

@@ -279,3 +279,23 @@ def test_daily_summary_matches_the_scored_rows(scored_copy):
         "ORDER BY 1, 2, 3"
     ).fetchall()
     assert raw == summary and sum(r[3] for r in summary) == 6_000
+
+
+def test_an_admins_threshold_applies_to_rows_scored_afterwards(scored_copy):
+    db, models = scored_copy
+    Monitor(db, models, batch_size=3_000).tick()
+    version = modeling.current_version(models)
+    calibrated = modeling.load_model(models).threshold
+    previous = modeling.set_threshold(models, version, calibrated / 100, "meera")
+    assert previous == pytest.approx(calibrated)
+    Monitor(db, models).tick()
+    conn = sqlite3.connect(db)
+    thresholds = conn.execute("SELECT COUNT(DISTINCT threshold) FROM scores").fetchone()[0]
+    rates = dict(
+        conn.execute(
+            "SELECT transaction_id > 3000, AVG(is_alert) FROM scores GROUP BY 1"
+        ).fetchall()
+    )
+    assert thresholds == 2 and rates[1] > 5 * rates[0]
+    with pytest.raises(ModelError, match="positive"):
+        modeling.set_threshold(models, version, 0, "meera")

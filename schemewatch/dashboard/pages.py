@@ -278,19 +278,55 @@ def _triage_form(settings, user, row: pd.Series) -> None:
         st.success("Saved, and recorded in the audit log.")
 
 
+def _threshold_form(settings, user, version: str, threshold: float) -> None:
+    from schemewatch import modeling
+
+    with st.form("threshold_form"):
+        chosen = st.number_input(
+            "Alert threshold for rows scored from now on",
+            min_value=0.001,
+            value=float(threshold),
+            key="new_threshold",
+        )
+        if st.form_submit_button("Apply threshold") and chosen != threshold:
+            previous = modeling.set_threshold(settings.model_dir, version, chosen, user.username)
+            conn = store.open_database(settings.db_path)
+            try:
+                with store.write_transaction(conn):
+                    store.append_audit(
+                        conn,
+                        user.username,
+                        "threshold changed",
+                        version,
+                        str(previous),
+                        str(chosen),
+                    )
+            finally:
+                conn.close()
+            st.success(f"Threshold set to {chosen:,.1f}; the monitor uses it from its next batch.")
+
+
 def model_view() -> None:
-    settings, _, _, version = _context()
+    settings, user, _, version = _context()
     st.title("Model")
     if version is None:
         st.info("No model has been trained yet. Run `python train.py`.")
         return
     card_path = settings.model_dir / version / "model_card.json"
     card = json.loads(card_path.read_text())
+    from schemewatch import modeling
+
+    override = modeling.read_threshold_override(settings.model_dir / version)
+    threshold = override["threshold"] if override else card["threshold"]
     st.caption(f"Model {version}, trained {card['trained_at']}")
     cols = st.columns(3)
     cols[0].metric("Trained on", f"{card['rows']:,} rows")
-    cols[1].metric("Alert threshold", f"{card['threshold']:,.1f}")
+    cols[1].metric("Alert threshold", f"{threshold:,.1f}")
     cols[2].metric("Alert budget", f"{card['alert_budget']:.1%}")
+    if override:
+        st.caption(f"Threshold set by {override['set_by']} at {override['set_at']}.")
+    if user.can("manage"):
+        _threshold_form(settings, user, version, threshold)
     report_path = settings.model_dir / version / "evaluation.json"
     if report_path.exists():
         from schemewatch.evaluation import format_table
