@@ -80,7 +80,7 @@ _SENTENCES = {
         lambda v: f"{v:.1f}×",
     ),
     "log_days_outside_window": (
-        "paid {value} days outside the instalment period's payment window; normal is {normal}",
+        "days outside the instalment period's payment window: {value}; normal is {normal}",
         _count,
     ),
     "km_from_home": ("paid {value} from the beneficiary's home; normal is {normal}", _km),
@@ -89,23 +89,23 @@ _SENTENCES = {
         lambda v: f"{v:.1f}×",
     ),
     "log_agent_night_payments_10min": (
-        "the payout agent made {value} night-time payouts in the last 10 minutes; normal is {normal}",
+        "the payout agent's night-time payouts in the last 10 minutes: {value}; normal is {normal}",
         _count,
     ),
     "log_agent_far_payments_10min": (
-        "the payout agent paid {value} people living over 300 km away in the last 10 minutes; normal is {normal}",
+        "people living over 300 km away paid by this agent in the last 10 minutes: {value}; normal is {normal}",
         _count,
     ),
     "log_payments_1h": (
-        "{value} earlier payments to this beneficiary in the last hour; normal is {normal}",
+        "earlier payments to this beneficiary in the last hour: {value}; normal is {normal}",
         _count,
     ),
     "log_payments_24h": (
-        "{value} earlier payments to this beneficiary in the last 24 hours; normal is {normal}",
+        "earlier payments to this beneficiary in the last 24 hours: {value}; normal is {normal}",
         _count,
     ),
     "log_payments_30d": (
-        "{value} earlier payments to this beneficiary in the last 30 days; normal is {normal}",
+        "earlier payments to this beneficiary in the last 30 days: {value}; normal is {normal}",
         _count,
     ),
     "log_amount_1h": (
@@ -121,7 +121,7 @@ _SENTENCES = {
         _rupees,
     ),
     "earlier_payments_same_period": (
-        "this instalment was already paid {value} time(s) in the same period; normal is {normal}",
+        "earlier payments of this instalment in the same period: {value}; normal is {normal}",
         _count,
     ),
     "log_days_since_last_payment": (
@@ -129,27 +129,27 @@ _SENTENCES = {
         lambda v: f"{v:,.1f}",
     ),
     "log_beneficiaries_on_account": (
-        "{value} different beneficiaries paid into this account; normal is {normal}",
+        "different beneficiaries paid into this account: {value}; normal is {normal}",
         _count,
     ),
     "log_agent_payments_10min": (
-        "the payout agent made {value} payouts in the last 10 minutes; normal is {normal}",
+        "the payout agent's payouts in the last 10 minutes: {value}; normal is {normal}",
         _count,
     ),
     "log_agent_beneficiaries_10min": (
-        "the payout agent paid {value} different beneficiaries in the last 10 minutes; normal is {normal}",
+        "different beneficiaries the payout agent paid in the last 10 minutes: {value}; normal is {normal}",
         _count,
     ),
     "log_days_paid_after_death": (
-        "paid {value} days after the beneficiary's recorded death; normal is {normal}",
+        "days paid after the beneficiary's recorded death: {value}; normal is {normal}",
         _count,
     ),
     "log_beneficiaries_sharing_phone": (
-        "{value} beneficiaries registered with the same phone; normal is {normal}",
+        "beneficiaries registered with the same phone: {value}; normal is {normal}",
         _count,
     ),
     "log_operator_enrolments_same_days": (
-        "enrolled in a batch of {value} by one operator within a day; normal is {normal}",
+        "enrolments by the same operator within a day of this one: {value}; normal is {normal}",
         _count,
     ),
 }
