@@ -26,6 +26,7 @@ FEATURE_TYPOLOGY = {
     "off_cycle": "off_cycle",
     "log_days_outside_window": "off_cycle",
     "km_from_home": "geo_mismatch",
+    "km_from_home_or_last_payout": "geo_mismatch",
     "log_payments_1h": "burst",
     "log_payments_24h": "burst",
     "log_payments_30d": "burst",
@@ -82,6 +83,10 @@ _SENTENCES = {
     "log_days_outside_window": (
         "days outside the instalment period's payment window: {value}; normal is {normal}",
         _count,
+    ),
+    "km_from_home_or_last_payout": (
+        "paid {value} from both home and the previous payout place; normal is {normal}",
+        _km,
     ),
     "km_from_home": ("paid {value} from the beneficiary's home; normal is {normal}", _km),
     "period_amount_to_entitlement": (

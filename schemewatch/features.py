@@ -46,6 +46,7 @@ FEATURE_NAMES = (
     "off_cycle",
     "log_days_outside_window",
     "km_from_home",
+    "km_from_home_or_last_payout",
     *(f"log_payments_{w}" for w in BENEFICIARY_WINDOWS),
     *(f"log_amount_{w}" for w in BENEFICIARY_WINDOWS),
     "earlier_payments_same_period",
@@ -136,7 +137,7 @@ def compute_features(
     row = _row_features(frame, codes, registry)
     columns = {
         **row,
-        **_beneficiary_windows(frame, codes, row["entitlement"]),
+        **_beneficiary_windows(frame, codes, row["entitlement"], row["km_from_home"]),
         **_account_and_agent(frame, codes, row["km_from_home"]),
     }
     matrix = np.empty((len(frame), len(FEATURE_NAMES)), np.float32, order="F")
@@ -236,7 +237,9 @@ def _window_counts(keys, paid_at, amount, window: int, order=None) -> tuple[np.n
     return counts, sums
 
 
-def _beneficiary_windows(frame: pd.DataFrame, codes: _Codes, entitlement: np.ndarray) -> dict:
+def _beneficiary_windows(
+    frame: pd.DataFrame, codes: _Codes, entitlement: np.ndarray, km_from_home: np.ndarray
+) -> dict:
     paid_at = frame["paid_at"].to_numpy(np.int64)
     amount = frame["amount"].to_numpy(float)
     beneficiary = codes.beneficiary
@@ -259,6 +262,24 @@ def _beneficiary_windows(frame: pd.DataFrame, codes: _Codes, entitlement: np.nda
     ]
     gap[order] = np.minimum(gap_sorted, NO_PREVIOUS_PAYMENT_DAYS)
     out["log_days_since_last_payment"] = np.log1p(gap)
+    out["km_from_home_or_last_payout"] = _near_home_or_habit(frame, order, same, km_from_home)
+    return out
+
+
+def _near_home_or_habit(frame, order, same_as_previous, km_from_home) -> np.ndarray:
+    """Distance from home or from the previous payout, whichever is nearer.
+
+    A migrant who always draws money in the same distant city is near their habit; a payout far
+    from both home and the last payout place is not.
+    """
+    lat = frame["latitude"].to_numpy(float)[order]
+    lon = frame["longitude"].to_numpy(float)[order]
+    from_last = np.full(len(order), np.inf)
+    from_last[1:] = np.where(
+        same_as_previous, haversine_km(lat[1:], lon[1:], lat[:-1], lon[:-1]), np.inf
+    )
+    out = np.empty(len(order))
+    out[order] = np.minimum(km_from_home[order], from_last)
     return out
 
 
