@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from schemewatch import explanations, features, modeling, store
+from schemewatch.schemes import DAY, IST_OFFSET_SECONDS
 
 BACKFILL_BATCH = 2_000_000
 FULL_REGISTRY_ROWS = 50_000
@@ -163,6 +164,7 @@ class Monitor:
             reasons[flagged] = [json.dumps(r, ensure_ascii=False) for r, _ in explained]
             resembles[flagged] = [t for _, t in explained]
         ids = batch["transaction_id"].to_numpy()
+        daily = _DailyKeys(batch)
         for start in range(0, len(batch), WRITE_CHUNK):
             part = slice(start, start + WRITE_CHUNK)
             now = store.now()
@@ -177,34 +179,49 @@ class Monitor:
                 [now] * len(ids[part]),
                 strict=True,
             )
-            summary = _daily_counts(batch.iloc[part], is_alert[part], model.version)
+            summary = daily.counts(part, is_alert[part], model.version)
             with store.write_transaction(self.conn):
                 store.insert_scores(self.conn, rows)
                 store.add_to_summary(self.conn, summary)
         return int(is_alert.sum())
 
 
-def _daily_counts(batch: pd.DataFrame, is_alert: np.ndarray, version: str) -> list[tuple]:
-    """Per (IST day, scheme, state): transactions, amount, alerts, amount alerted."""
-    from schemewatch.schemes import local_days
+class _DailyKeys:
+    """(IST day, scheme, state) of each batch row as one integer, for quick per-chunk sums."""
 
-    amount = batch["amount"].to_numpy(float)
-    frame = pd.DataFrame(
-        {
-            "day": local_days(batch["paid_at"].to_numpy()).astype(str),
-            "scheme": batch["scheme"].to_numpy(object),
-            "state": batch["state"].to_numpy(object),
-            "transactions": 1,
-            "amount": amount,
-            "alerts": is_alert.astype(int),
-            "alert_amount": np.where(is_alert, amount, 0.0),
-        }
-    )
-    grouped = frame.groupby(["day", "scheme", "state"], sort=False).sum().reset_index()
-    return [
-        (version, day, scheme, state, int(n), float(a), int(k), float(r))
-        for day, scheme, state, n, a, k, r in grouped.itertuples(index=False)
-    ]
+    def __init__(self, batch: pd.DataFrame):
+        self.day = (batch["paid_at"].to_numpy(np.int64) + IST_OFFSET_SECONDS) // DAY
+        self.first_day = int(self.day.min()) if len(self.day) else 0
+        scheme, self.schemes = pd.factorize(batch["scheme"])
+        state, self.states = pd.factorize(batch["state"])
+        self.width = len(self.schemes) * len(self.states)
+        self.key = (self.day - self.first_day) * self.width + scheme * len(self.states) + state
+        self.amount = batch["amount"].to_numpy(float)
+
+    def counts(self, part: slice, is_alert: np.ndarray, version: str) -> list[tuple]:
+        """Per (day, scheme, state) in the slice: transactions, amount, alerts, amount alerted."""
+        keys, inverse = np.unique(self.key[part], return_inverse=True)
+        amount, alert = self.amount[part], is_alert.astype(float)
+        sums = [
+            np.bincount(inverse),
+            np.bincount(inverse, weights=amount),
+            np.bincount(inverse, weights=alert),
+            np.bincount(inverse, weights=amount * alert),
+        ]
+        days = (keys // self.width + self.first_day).astype("datetime64[D]").astype(str)
+        rest = keys % self.width
+        schemes = self.schemes[rest // len(self.states)]
+        states = self.states[rest % len(self.states)]
+        return [
+            (version, day, scheme, state, int(n), float(a), int(k), float(r))
+            for day, scheme, state, n, a, k, r in zip(
+                days.tolist(),
+                schemes.tolist(),
+                states.tolist(),
+                *(x.tolist() for x in sums),
+                strict=True,
+            )
+        ]
 
 
 class _Stop(Exception):
