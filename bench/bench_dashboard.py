@@ -16,7 +16,6 @@ import os
 import shutil
 import socket
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -73,7 +72,7 @@ def render_times(db: Path, models: Path, credentials: Path) -> tuple[float, floa
 def server_rss(db: Path, models: Path, credentials: Path) -> float:
     from playwright.sync_api import sync_playwright
 
-    from schemewatch.demo import dashboard_command, wait_for_dashboard
+    from schemewatch.demo import start_dashboard
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -84,16 +83,9 @@ def server_rss(db: Path, models: Path, credentials: Path) -> float:
         "SCHEMEWATCH_MODEL_DIR": str(models),
         "SCHEMEWATCH_CREDENTIALS": str(credentials),
     }
-    server = subprocess.Popen(
-        dashboard_command(port),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_dashboard(port, env, 120)
     url = f"http://localhost:{port}"
     try:
-        wait_for_dashboard(url, 120)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
                 executable_path=shutil.which("chromium"),

@@ -49,6 +49,23 @@ def wait_for_dashboard(url: str, seconds: float = 60) -> None:
     raise TimeoutError(f"the dashboard at {url} did not start within {seconds:.0f} s")
 
 
+def start_dashboard(port: int, env: dict, seconds: float = 60) -> subprocess.Popen:
+    """Start a quiet dashboard server and return it once it answers."""
+    server = subprocess.Popen(
+        dashboard_command(port),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_dashboard(f"http://localhost:{port}", seconds)
+    except TimeoutError:
+        server.terminate()
+        raise
+    return server
+
+
 def commands(args) -> dict[str, list[str]]:
     """The three processes the demo runs."""
     python = sys.executable

@@ -159,10 +159,7 @@ def load_model(model_dir: Path, version: str | None = None) -> LoadedModel:
     """Load a model, refusing artifacts whose feature list differs from this code's."""
     version = version or current_version(model_dir)
     folder = Path(model_dir) / version
-    try:
-        card = json.loads((folder / CARD_FILE).read_text())
-    except FileNotFoundError:
-        raise ModelError(f"model {version} is missing its model card in {folder}") from None
+    card = load_model_card(model_dir, version)
     if card.get("features") != list(features.FEATURE_NAMES):
         raise ModelError(
             f"model {version} was trained on a different feature list than this Schemewatch "
@@ -218,4 +215,4 @@ def load_model_card(model_dir: Path, version: str) -> dict:
     try:
         return json.loads((Path(model_dir) / version / CARD_FILE).read_text())
     except FileNotFoundError:
-        raise ModelError(f"model {version} has no model card") from None
+        raise ModelError(f"model {version} is missing its model card in {model_dir}") from None

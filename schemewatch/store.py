@@ -502,12 +502,12 @@ def iter_export_rows(
 def paid_in_periods(conn: sqlite3.Connection, periods: dict[str, str]) -> set[tuple[str, str]]:
     """(beneficiary_id, scheme) pairs already paid in the given period of each scheme."""
     paid: set[tuple[str, str]] = set()
+    since = latest_paid_at(conn) or 0
+    sql = (
+        f"SELECT DISTINCT beneficiary_id FROM {TRANSACTIONS} "
+        "WHERE scheme = ? AND paid_at >= ? AND instalment_period = ?"
+    )
     for scheme, period in periods.items():
-        sql = (
-            f"SELECT DISTINCT beneficiary_id FROM {TRANSACTIONS} "
-            "WHERE scheme = ? AND paid_at >= ? AND instalment_period = ?"
-        )
-        since = latest_paid_at(conn) or 0
         rows = conn.execute(sql, (scheme, since - 400 * 86_400, period))
         paid.update((row[0], scheme) for row in rows)
     return paid
@@ -782,16 +782,10 @@ def _dashboard_where(filters: DashboardFilters, version: str | None) -> tuple[st
         f"LEFT JOIN {CASES} c ON c.transaction_id = t.transaction_id"
     )
     params.append(version or "")
-    for clause, value in (("t.paid_at >= ?", filters.start), ("t.paid_at < ?", filters.end)):
-        if value is not None:
-            clauses.append(clause)
-            params.append(value)
-    for column, values in (
-        ("t.scheme", filters.schemes),
-        ("t.state", filters.states),
-        ("t.district", filters.districts),
-        ("s.resembles", filters.typologies),
-    ):
+    plain, plain_params = _plain_clauses(filters)
+    clauses += plain
+    params += plain_params
+    for column, values in (("t.district", filters.districts), ("s.resembles", filters.typologies)):
         if values:
             clause, extra = _in(column, values)
             clauses.append(clause)
@@ -865,9 +859,7 @@ def dashboard_alerts_by(conn, filters: DashboardFilters, version: str | None, co
 
 def dashboard_hour_weekday(conn, filters: DashboardFilters, version: str | None) -> list[tuple]:
     """(weekday 0=Sunday, IST hour, alerts) for alerts under the filters."""
-    source, where, params = _dashboard_where(
-        filters if filters.status != "all" else replace_status(filters, "alerts"), version
-    )
+    source, where, params = _dashboard_where(_alerts_only(filters), version)
     sql = (
         "SELECT CAST(strftime('%w', t.paid_at + 19800, 'unixepoch') AS INTEGER) AS weekday, "
         "CAST(strftime('%H', t.paid_at + 19800, 'unixepoch') AS INTEGER) AS hour, COUNT(*) "
@@ -883,38 +875,39 @@ def replace_status(filters: DashboardFilters, status: str) -> DashboardFilters:
     return replace(filters, status=status)
 
 
-ALERT_QUEUE_COLUMNS = (
-    "transaction_id",
-    "beneficiary_id",
-    "scheme",
-    "amount",
-    "paid_at",
-    "state",
-    "district",
-    "latitude",
-    "longitude",
-    "account_id",
-    "agent_id",
-    "channel",
-    "score",
-    "reasons",
-    "resembles",
-    "claimed_by",
-    "disposition",
-    "note",
+def _alerts_only(filters: DashboardFilters) -> DashboardFilters:
+    """Alerts only, unless the filters already ask for a narrower alert status."""
+    return filters if filters.status != "all" else replace_status(filters, "alerts")
+
+
+ALERT_QUEUE_FIELDS = (
+    "t.transaction_id",
+    "t.beneficiary_id",
+    "t.scheme",
+    "t.amount",
+    "t.paid_at",
+    "t.state",
+    "t.district",
+    "t.latitude",
+    "t.longitude",
+    "t.account_id",
+    "t.agent_id",
+    "t.channel",
+    "s.score",
+    "s.reasons",
+    "s.resembles",
+    "c.claimed_by",
+    "c.disposition",
+    "c.note",
 )
+ALERT_QUEUE_COLUMNS = tuple(field.split(".")[1] for field in ALERT_QUEUE_FIELDS)
 
 
 def dashboard_alerts(conn, filters: DashboardFilters, version: str | None, limit: int = 200):
     """Alerts under the filters, highest score first (ALERT_QUEUE_COLUMNS)."""
-    source, where, params = _dashboard_where(
-        filters if filters.status != "all" else replace_status(filters, "alerts"), version
-    )
+    source, where, params = _dashboard_where(_alerts_only(filters), version)
     sql = (
-        "SELECT t.transaction_id, t.beneficiary_id, t.scheme, t.amount, t.paid_at, t.state, "
-        "t.district, t.latitude, t.longitude, t.account_id, t.agent_id, t.channel, s.score, "
-        "s.reasons, s.resembles, c.claimed_by, c.disposition, c.note "
-        f"FROM {source}{where} ORDER BY s.score DESC LIMIT ?"
+        f"SELECT {', '.join(ALERT_QUEUE_FIELDS)} FROM {source}{where} ORDER BY s.score DESC LIMIT ?"
     )
     return [tuple(r) for r in conn.execute(sql, [*params, limit])]
 
@@ -922,36 +915,32 @@ def dashboard_alerts(conn, filters: DashboardFilters, version: str | None, limit
 def iter_dashboard_rows(conn, filters: DashboardFilters, version: str | None):
     """Every transaction under the filters with its score and case, streamed (for downloads)."""
     source, where, params = _dashboard_where(filters, version)
-    sql = (
-        "SELECT t.transaction_id, t.beneficiary_id, t.scheme, t.instalment_period, t.amount, "
-        "t.paid_at, t.state, t.district, t.latitude, t.longitude, t.account_id, t.agent_id, "
-        "t.channel, s.score, s.is_alert, s.resembles, c.disposition "
-        f"FROM {source}{where} ORDER BY t.transaction_id"
-    )
+    sql = f"SELECT {', '.join(DOWNLOAD_FIELDS)} FROM {source}{where} ORDER BY t.transaction_id"
     cursor = conn.execute(sql, params)
     while batch := cursor.fetchmany(5000):
         yield from (tuple(r) for r in batch)
 
 
-DOWNLOAD_COLUMNS = (
-    "transaction_id",
-    "beneficiary_id",
-    "scheme",
-    "instalment_period",
-    "amount",
-    "paid_at",
-    "state",
-    "district",
-    "latitude",
-    "longitude",
-    "account_id",
-    "agent_id",
-    "channel",
-    "score",
-    "is_alert",
-    "resembles",
-    "disposition",
+DOWNLOAD_FIELDS = (
+    "t.transaction_id",
+    "t.beneficiary_id",
+    "t.scheme",
+    "t.instalment_period",
+    "t.amount",
+    "t.paid_at",
+    "t.state",
+    "t.district",
+    "t.latitude",
+    "t.longitude",
+    "t.account_id",
+    "t.agent_id",
+    "t.channel",
+    "s.score",
+    "s.is_alert",
+    "s.resembles",
+    "c.disposition",
 )
+DOWNLOAD_COLUMNS = tuple(field.split(".")[1] for field in DOWNLOAD_FIELDS)
 
 
 def beneficiary_timeline(conn, beneficiary_id: str, limit: int = 100) -> list[tuple]:

@@ -9,13 +9,12 @@ import os
 import shutil
 import socket
 import sqlite3
-import subprocess
 
 import pytest
 from conftest import ROOT
 
 from schemewatch import users
-from schemewatch.demo import dashboard_command, wait_for_dashboard
+from schemewatch.demo import start_dashboard
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PASSWORD = "a long enough secret"
@@ -53,16 +52,8 @@ def server(scored_template, tmp_path):
         "SCHEMEWATCH_CREDENTIALS": str(credentials),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
-    process = subprocess.Popen(
-        dashboard_command(port),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://localhost:{port}"
-    wait_for_dashboard(url)
-    yield url, tmp_path
+    process = start_dashboard(port, env)
+    yield f"http://localhost:{port}", tmp_path
     process.terminate()
     process.wait(timeout=30)
 

@@ -36,9 +36,8 @@ def _failures(config: dict) -> dict[str, int]:
     }
 
 
-def _unlock_expired(settings: Settings, conn) -> None:
-    """A locked account opens again LOCKOUT_SECONDS after its last failed login."""
-    config = users.load_credentials(settings.credentials_path)
+def _unlock_expired(settings: Settings, conn, config: dict) -> None:
+    """A locked account opens again LOCKOUT_SECONDS after its last failed login (in place)."""
     changed = False
     for name, count in _failures(config).items():
         if count >= MAX_FAILED_LOGINS:
@@ -59,8 +58,8 @@ def require_login(settings: Settings, conn) -> User:
         st.title("Schemewatch")
         st.error("No accounts yet. Create one with `schemewatch users add NAME --role auditor`.")
         st.stop()
-    _unlock_expired(settings, conn)
     config = users.load_credentials(path)
+    _unlock_expired(settings, conn, config)
     before = _failures(config)
     authenticator = stauth.Authenticate(
         str(path),

@@ -11,7 +11,7 @@ import plotly.express as px
 import pydeck as pdk
 import streamlit as st
 
-from schemewatch import store, triage, users
+from schemewatch import modeling, store, triage, users
 from schemewatch.dashboard import data
 from schemewatch.exporter import iso_timestamp
 from schemewatch.geography import india_outline_geojson
@@ -279,8 +279,6 @@ def _triage_form(settings, user, row: pd.Series) -> None:
 
 
 def _threshold_form(settings, user, version: str, threshold: float) -> None:
-    from schemewatch import modeling
-
     with st.form("threshold_form"):
         chosen = st.number_input(
             "Alert threshold for rows scored from now on",
@@ -312,10 +310,7 @@ def model_view() -> None:
     if version is None:
         st.info("No model has been trained yet. Run `python train.py`.")
         return
-    card_path = settings.model_dir / version / "model_card.json"
-    card = json.loads(card_path.read_text())
-    from schemewatch import modeling
-
+    card = modeling.load_model_card(settings.model_dir, version)
     override = modeling.read_threshold_override(settings.model_dir / version)
     threshold = override["threshold"] if override else card["threshold"]
     st.caption(f"Model {version}, trained {card['trained_at']}")
