@@ -8,8 +8,19 @@ How a row is scored:
 2. the autoencoder sees the scaled row clipped to the training rows' 0.5-99.5 percentiles, so a
    value beyond anything seen in training cannot be reconstructed, only approximated at the edge;
 3. each feature's squared error against the *unclipped* scaled value is divided by that feature's
-   typical training error (a winsorised mean), so features normally reconstructed well count more;
+   typical training error, so features normally reconstructed well count more. "Typical" is the
+   mean error of the training rows below the feature's 99.9th percentile (so the rare anomalies in
+   the training data do not set the yardstick), never less than ERROR_FLOOR;
 4. the score is the largest of these normalised errors: one feature far out of line is enough.
+
+Two optional column roles make the same matrix mean more:
+- context columns (e.g. one-hot categories) are model input only: they help reconstruct the others
+  but never count towards the score themselves;
+- segment columns (a one-hot category) split the rows into segments, and the typical error is
+  measured per segment, so "unusual" means unusual *for rows of that kind*: a value that is
+  everyday in one segment can be a strong signal in another. Segments with fewer than
+  MIN_SEGMENT_ROWS training rows (too few to place a 99.9th percentile well) use the all-rows
+  yardstick.
 """
 
 from __future__ import annotations
@@ -28,7 +39,9 @@ SCALING_FILE = "scaling.json"
 SCORE_CHUNK = 65_536
 CLIP = 1_000.0
 INPUT_PERCENTILES = (0.5, 99.5)
-ERROR_WINSOR_QUANTILE = 0.999
+TYPICAL_ERROR_QUANTILE = 0.999
+ERROR_FLOOR = 0.01
+MIN_SEGMENT_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,8 @@ class AutoencoderConfig:
     batch_size: int = 2048
     learning_rate: float = 2e-3
     seed: int = 0
+    context_columns: tuple[int, ...] = ()
+    segment_columns: tuple[int, ...] = ()
 
 
 class AutoencoderDetector:
@@ -53,6 +68,7 @@ class AutoencoderDetector:
         self.input_low: np.ndarray | None = None
         self.input_high: np.ndarray | None = None
         self.error_scale: np.ndarray | None = None
+        self.segment_error_scale: dict[int, np.ndarray] = {}
         self.loss_history: list[float] = []
 
     def _scaled(self, matrix) -> np.ndarray:
@@ -89,13 +105,32 @@ class AutoencoderDetector:
         )
         self.loss_history = [float(v) for v in history.history["loss"]]
         self.error_scale = np.ones(matrix.shape[1], np.float32)
+        self.segment_error_scale = {}
         errors = self.contributions(matrix)
-        cap = np.quantile(errors, ERROR_WINSOR_QUANTILE, axis=0)
-        typical = np.minimum(errors, cap).mean(axis=0)
-        self.error_scale = (np.maximum(typical, 0.01 * errors.mean(axis=0)) + 1e-6).astype(
-            np.float32
-        )
+        self.error_scale = _typical_error(errors)
+        segments = self.segments(matrix)
+        for segment in np.unique(segments):
+            rows = segments == segment
+            if segment >= 0 and rows.sum() >= MIN_SEGMENT_ROWS:
+                self.segment_error_scale[int(segment)] = _typical_error(errors[rows])
         return self
+
+    def segments(self, matrix) -> np.ndarray:
+        """Each row's segment: which segment column is set (-1 where none is)."""
+        matrix = np.asarray(matrix)
+        columns = list(self.config.segment_columns)
+        if not columns:
+            return np.full(len(matrix), -1)
+        block = matrix[:, columns]
+        return np.where(block.max(axis=1) > 0.5, block.argmax(axis=1), -1)
+
+    def _error_scales(self, segments: np.ndarray) -> np.ndarray:
+        """The yardstick of each row: its segment's typical errors, or the all-rows ones."""
+        table = np.vstack([self.error_scale, *self.segment_error_scale.values()])
+        index = np.zeros(len(segments), np.int64)
+        for position, segment in enumerate(self.segment_error_scale, start=1):
+            index[segments == segment] = position
+        return table[index]
 
     def _build(self, width: int):
         import keras
@@ -112,17 +147,24 @@ class AutoencoderDetector:
         return model
 
     def contributions(self, matrix) -> np.ndarray:
-        """Per-feature normalised squared reconstruction error (rows x features)."""
+        """Per-feature normalised squared reconstruction error (rows x features).
+
+        Context columns contribute zero.
+        """
         if self.model is None:
             raise RuntimeError("the detector has not been fitted or loaded")
         scaled = self._scaled(matrix)
+        segments = self.segments(matrix)
         parts = []
         for start in range(0, len(scaled), SCORE_CHUNK):
             chunk = scaled[start : start + SCORE_CHUNK]
             # Calling the model directly is far faster than predict() on large batches.
             rebuilt = np.asarray(self.model(self._model_input(chunk), training=False))
-            parts.append((chunk - rebuilt) ** 2 / self.error_scale)
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.center)), np.float32)
+            scales = self._error_scales(segments[start : start + SCORE_CHUNK])
+            parts.append((chunk - rebuilt) ** 2 / scales)
+        out = np.concatenate(parts) if parts else np.zeros((0, len(self.center)), np.float32)
+        out[:, list(self.config.context_columns)] = 0.0
+        return out
 
     def score(self, matrix) -> np.ndarray:
         """The largest normalised feature error per row: higher means more anomalous."""
@@ -139,6 +181,9 @@ class AutoencoderDetector:
             "input_low": self.input_low.tolist(),
             "input_high": self.input_high.tolist(),
             "error_scale": self.error_scale.tolist(),
+            "segment_error_scale": {
+                str(k): v.tolist() for k, v in self.segment_error_scale.items()
+            },
             "config": asdict(self.config),
             "loss_history": self.loss_history,
         }
@@ -152,13 +197,26 @@ class AutoencoderDetector:
         directory = Path(directory)
         scaling = json.loads((directory / SCALING_FILE).read_text())
         config = scaling["config"]
-        config["hidden"] = tuple(config["hidden"])
+        for key in ("hidden", "context_columns", "segment_columns"):
+            config[key] = tuple(config.get(key, ()))
         detector = cls(AutoencoderConfig(**config))
         detector.center = np.array(scaling["center"], dtype=np.float32)
         detector.scale = np.array(scaling["scale"], dtype=np.float32)
         detector.input_low = np.array(scaling["input_low"], dtype=np.float32)
         detector.input_high = np.array(scaling["input_high"], dtype=np.float32)
         detector.error_scale = np.array(scaling["error_scale"], dtype=np.float32)
+        detector.segment_error_scale = {
+            int(k): np.array(v, dtype=np.float32)
+            for k, v in scaling.get("segment_error_scale", {}).items()
+        }
         detector.loss_history = scaling["loss_history"]
         detector.model = keras.models.load_model(directory / MODEL_FILE)
         return detector
+
+
+def _typical_error(errors: np.ndarray) -> np.ndarray:
+    """Per column: mean squared error of the rows below the TYPICAL_ERROR_QUANTILE, floored."""
+    cap = np.quantile(errors, TYPICAL_ERROR_QUANTILE, axis=0)
+    below = errors <= cap
+    typical = np.where(below, errors, 0).sum(axis=0) / np.maximum(below.sum(axis=0), 1)
+    return np.maximum(typical, ERROR_FLOOR).astype(np.float32)

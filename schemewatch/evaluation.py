@@ -7,6 +7,7 @@ the same features, and the autoencoder on the earlier prototype's basic features
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +101,8 @@ def evaluate(db_path: Path, model_dir: Path, *, progress=None) -> dict:
     )
     say("fitting the autoencoder on the basic features")
     basic = basic_features(transactions)
-    basic_scores = AutoencoderDetector(model.detector.config).fit(basic).score(basic)
+    plain = replace(model.detector.config, context_columns=(), segment_columns=())
+    basic_scores = AutoencoderDetector(plain).fit(basic).score(basic)
     results["autoencoder_basic_features"] = metrics(
         basic_scores, modeling.calibrate_threshold(basic_scores, budget), labels, typology
     )

@@ -18,13 +18,15 @@ TOP_REASONS = 3
 FEATURE_TYPOLOGY = {
     "log_amount": "over_entitlement",
     "amount_to_entitlement": "over_entitlement",
+    "amount_off_whole_instalments": "over_entitlement",
     "hour_sin": "agent_collusion",
     "hour_cos": "agent_collusion",
     "weekday_sin": "agent_collusion",
     "weekday_cos": "agent_collusion",
     "position_in_period": "off_cycle",
     "off_cycle": "off_cycle",
-    "log_days_outside_window": "off_cycle",
+    "log_days_before_window": "off_cycle",
+    "log_days_after_window": "off_cycle",
     "km_from_home": "geo_mismatch",
     "km_from_home_or_last_payout": "geo_mismatch",
     "log_payments_1h": "burst",
@@ -34,6 +36,7 @@ FEATURE_TYPOLOGY = {
     "log_amount_24h": "burst",
     "log_amount_30d": "burst",
     "earlier_payments_same_period": "duplicate_instalment",
+    "earlier_payments_same_period_same_amount": "duplicate_instalment",
     "period_amount_to_entitlement": "duplicate_instalment",
     "log_days_since_last_payment": "burst",
     "log_beneficiaries_on_account": "shared_account_ring",
@@ -43,13 +46,11 @@ FEATURE_TYPOLOGY = {
     "log_agent_far_payments_10min": "agent_collusion",
     "log_days_paid_after_death": "payment_after_death",
     "log_beneficiaries_sharing_phone": "ghost_beneficiary",
+    "phone_sharers_enrolled_together": "ghost_beneficiary",
     "log_operator_enrolments_same_days": "ghost_beneficiary",
-    "channel_bank": "geo_mismatch",
-    "channel_aeps": "agent_collusion",
-    "channel_post": "agent_collusion",
-    "channel_cash": "agent_collusion",
 }
-assert set(FEATURE_TYPOLOGY) == set(features.FEATURE_NAMES)
+# Context features (channel, scheme) never contribute to a score, so never give a reason.
+assert set(FEATURE_TYPOLOGY) == set(features.FEATURE_NAMES) - set(features.CONTEXT_FEATURES)
 
 
 def _raw(name: str, value: float) -> float:
@@ -80,8 +81,16 @@ _SENTENCES = {
         "paid {value} the entitlement; normal is {normal}",
         lambda v: f"{v:.1f}×",
     ),
-    "log_days_outside_window": (
-        "days outside the instalment period's payment window: {value}; normal is {normal}",
+    "amount_off_whole_instalments": (
+        "paid {value} away from a whole number of instalments; normal is {normal}",
+        lambda v: f"{v:.2f}×",
+    ),
+    "log_days_before_window": (
+        "paid {value} days before the instalment period's payment window opens; normal is {normal}",
+        _count,
+    ),
+    "log_days_after_window": (
+        "paid {value} days after the instalment period's payment window closed; normal is {normal}",
         _count,
     ),
     "km_from_home_or_last_payout": (
@@ -129,6 +138,11 @@ _SENTENCES = {
         "earlier payments of this instalment in the same period: {value}; normal is {normal}",
         _count,
     ),
+    "earlier_payments_same_period_same_amount": (
+        "earlier payments of exactly this amount for the same instalment period: {value}; "
+        "normal is {normal}",
+        _count,
+    ),
     "log_days_since_last_payment": (
         "{value} days since the previous payment; normal is {normal}",
         lambda v: f"{v:,.1f}",
@@ -151,6 +165,11 @@ _SENTENCES = {
     ),
     "log_beneficiaries_sharing_phone": (
         "beneficiaries registered with the same phone: {value}; normal is {normal}",
+        _count,
+    ),
+    "phone_sharers_enrolled_together": (
+        "beneficiaries with the same phone enrolled by the same operator within a day: {value}; "
+        "normal is {normal}",
         _count,
     ),
     "log_operator_enrolments_same_days": (
@@ -181,11 +200,13 @@ def sentence(name: str, value: float, normal: list[float], row: dict) -> str:
 def explain(contributions: np.ndarray, matrix: np.ndarray, rows: list[dict], card: dict):
     """For each row: (reasons as dicts with text, top first; the typology it most resembles)."""
     names = features.FEATURE_NAMES
-    ranges = card["normal_ranges"]
     typologies = sorted(set(FEATURE_TYPOLOGY.values()))
-    membership = np.array([[FEATURE_TYPOLOGY[n] == t for t in typologies] for n in names], float)
-    low = np.array([ranges[n][0] for n in names])
-    high = np.array([ranges[n][1] for n in names])
+    membership = np.array(
+        [[FEATURE_TYPOLOGY.get(n) == t for t in typologies] for n in names], float
+    )
+    ranges = [_normal_ranges_for(row, card) for row in rows]
+    low = np.array([[r[n][0] for n in names] for r in ranges]).reshape(len(rows), len(names))
+    high = np.array([[r[n][1] for n in names] for r in ranges]).reshape(len(rows), len(names))
     tolerance = 1e-6 + 1e-3 * (high - low)
     unusual = (matrix < low - tolerance) | (matrix > high + tolerance)
     # Rank features that are outside their normal range first; the rest only break ties.
@@ -198,10 +219,15 @@ def explain(contributions: np.ndarray, matrix: np.ndarray, rows: list[dict], car
         reasons = [
             {
                 "feature": names[j],
-                "text": sentence(names[j], float(matrix[i, j]), ranges[names[j]], row),
+                "text": sentence(names[j], float(matrix[i, j]), ranges[i][names[j]], row),
                 "share": round(float(contributions[i, j] / max(contributions[i].sum(), 1e-12)), 3),
             }
             for j in top
         ]
         out.append((reasons, typologies[int(np.argmax(resemblance[i]))]))
     return out
+
+
+def _normal_ranges_for(row: dict, card: dict) -> dict:
+    """Normal ranges for payments of the row's scheme (all payments' if the card has none)."""
+    return card.get("normal_ranges_by_scheme", {}).get(row.get("scheme"), card["normal_ranges"])

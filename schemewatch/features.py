@@ -38,18 +38,21 @@ TRANSACTION_FIELDS = SCORING_COLUMNS
 FEATURE_NAMES = (
     "log_amount",
     "amount_to_entitlement",
+    "amount_off_whole_instalments",
     "hour_sin",
     "hour_cos",
     "weekday_sin",
     "weekday_cos",
     "position_in_period",
     "off_cycle",
-    "log_days_outside_window",
+    "log_days_before_window",
+    "log_days_after_window",
     "km_from_home",
     "km_from_home_or_last_payout",
     *(f"log_payments_{w}" for w in BENEFICIARY_WINDOWS),
     *(f"log_amount_{w}" for w in BENEFICIARY_WINDOWS),
     "earlier_payments_same_period",
+    "earlier_payments_same_period_same_amount",
     "period_amount_to_entitlement",
     "log_days_since_last_payment",
     "log_beneficiaries_on_account",
@@ -59,9 +62,14 @@ FEATURE_NAMES = (
     "log_agent_far_payments_10min",
     "log_days_paid_after_death",
     "log_beneficiaries_sharing_phone",
+    "phone_sharers_enrolled_together",
     "log_operator_enrolments_same_days",
     *(f"channel_{c.lower()}" for c in schemes.CHANNELS),
+    *(f"scheme_{s.lower()}" for s in schemes.SCHEME_CODES),
 )
+# Context only: they tell the model what kind of payment a row is, and are not anomalies in
+# themselves (an unusual channel for a scheme is not a fraud typology).
+CONTEXT_FEATURES = tuple(n for n in FEATURE_NAMES if n.startswith(("channel_", "scheme_")))
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,8 @@ class Registry:
     """What scoring may know about beneficiaries: homes, entitlements, deaths, enrolment context.
 
     `beneficiaries` is indexed by beneficiary_id with columns home_latitude, home_longitude,
-    death_time (unix seconds or NaN), phone_sharers, operator_enrolments_same_days;
+    death_time (unix seconds or NaN), phone_sharers, phone_sharers_enrolled_together (same phone,
+    same operator, enrolled within a day), operator_enrolments_same_days;
     `entitlements` is indexed by (beneficiary_id, scheme) with column entitlement.
     """
 
@@ -178,26 +187,32 @@ def _row_features(frame: pd.DataFrame, codes: _Codes, registry: Registry) -> dic
     death = people["death_time"].to_numpy(float)[codes.beneficiary]
     after_death = np.where(np.isfinite(death), np.maximum(0.0, (paid_at - death) / DAY), 0.0)
     phone = people["phone_sharers"].fillna(1).to_numpy(float)[codes.beneficiary]
+    together = people["phone_sharers_enrolled_together"].fillna(1).to_numpy(float)
     operator = people["operator_enrolments_same_days"].fillna(1).to_numpy(float)[codes.beneficiary]
     channel_names = np.append(codes.channels, "").astype(str)[codes.channel]
+    scheme_names = codes.schemes.astype(str)[codes.scheme]
+    ratio = amount / entitlement
     return {
         "entitlement": entitlement,
         "log_amount": np.log1p(amount),
-        "amount_to_entitlement": amount / entitlement,
+        "amount_to_entitlement": ratio,
+        # Arrears are whole instalments; an inflated amount rarely is.
+        "amount_off_whole_instalments": np.where(ratio > 1, np.abs(ratio - np.round(ratio)), 0.0),
         "hour_sin": np.sin(2 * np.pi * hour / 24),
         "hour_cos": np.cos(2 * np.pi * hour / 24),
         "weekday_sin": np.sin(2 * np.pi * weekday / 7),
         "weekday_cos": np.cos(2 * np.pi * weekday / 7),
         "position_in_period": np.clip((paid_at - start) / np.maximum(end - start, 1), -1.0, 2.0),
         "off_cycle": ((paid_at < start) | (paid_at >= end)).astype(float),
-        "log_days_outside_window": np.log1p(
-            np.maximum(0, np.maximum(start - paid_at, paid_at - end)) / DAY
-        ),
+        "log_days_before_window": np.log1p(np.maximum(0, start - paid_at) / DAY),
+        "log_days_after_window": np.log1p(np.maximum(0, paid_at - end) / DAY),
         "km_from_home": np.nan_to_num(km, nan=0.0),
         "log_days_paid_after_death": np.log1p(after_death),
         "log_beneficiaries_sharing_phone": np.log1p(phone),
+        "phone_sharers_enrolled_together": together[codes.beneficiary],
         "log_operator_enrolments_same_days": np.log1p(operator),
         **{f"channel_{c.lower()}": (channel_names == c).astype(float) for c in schemes.CHANNELS},
+        **{f"scheme_{c.lower()}": (scheme_names == c).astype(float) for c in schemes.SCHEME_CODES},
     }
 
 
@@ -252,6 +267,9 @@ def _beneficiary_windows(
     scheme_period = codes.scheme * len(codes.periods) + codes.period
     period_key = beneficiary * (len(codes.schemes) * len(codes.periods)) + scheme_period
     out["earlier_payments_same_period"] = _earlier_in_group(period_key)
+    amount_code, amounts = pd.factorize(amount)
+    same_amount_key = period_key.astype(np.int64) * (len(amounts) + 1) + amount_code
+    out["earlier_payments_same_period_same_amount"] = _earlier_in_group(same_amount_key)
     paid_in_period = pd.Series(amount).groupby(period_key).cumsum().to_numpy()
     out["period_amount_to_entitlement"] = paid_in_period / entitlement
     gap = np.full(len(order), NO_PREVIOUS_PAYMENT_DAYS)
@@ -353,6 +371,7 @@ REGISTRY_COLUMNS = (
     "home_longitude",
     "date_of_death",
     "phone_sharers",
+    "phone_sharers_enrolled_together",
     "operator_enrolments_same_days",
 )
 
@@ -370,6 +389,9 @@ def build_registry(context: pd.DataFrame, entitlements: pd.DataFrame) -> Registr
             "home_longitude": people["home_longitude"].to_numpy(float),
             "death_time": death_time.to_numpy(float),
             "phone_sharers": people["phone_sharers"].to_numpy(float),
+            "phone_sharers_enrolled_together": people["phone_sharers_enrolled_together"].to_numpy(
+                float
+            ),
             "operator_enrolments_same_days": people["operator_enrolments_same_days"].to_numpy(
                 float
             ),

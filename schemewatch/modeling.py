@@ -14,7 +14,7 @@ import json
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -66,6 +66,21 @@ def feature_matrix(db_path: Path, conn) -> tuple[pd.DataFrame, np.ndarray]:
     return transactions, features.compute_features(transactions, load_registry(conn))
 
 
+def with_column_roles(config: AutoencoderConfig) -> AutoencoderConfig:
+    """Our features' roles: channel and scheme are context; the scheme is the segment."""
+    names = features.FEATURE_NAMES
+    return replace(
+        config,
+        context_columns=tuple(names.index(n) for n in features.CONTEXT_FEATURES),
+        segment_columns=tuple(i for i, n in enumerate(names) if n.startswith("scheme_")),
+    )
+
+
+def _rows_by_scheme(transactions: pd.DataFrame) -> dict[str, np.ndarray]:
+    scheme = transactions["scheme"].to_numpy()
+    return {name: scheme == name for name in pd.unique(scheme)}
+
+
 def calibrate_threshold(scores: np.ndarray, alert_budget: float) -> float:
     """The score above which `alert_budget` of the rows lie."""
     if not 0 < alert_budget < 1:
@@ -101,7 +116,7 @@ def train(
         raise ModelError(
             f"only {len(transactions)} transactions stored; need at least 100 to train"
         )
-    config = config or AutoencoderConfig()
+    config = with_column_roles(config or AutoencoderConfig())
     say(f"training the autoencoder on {len(matrix):,} rows x {matrix.shape[1]} features")
     detector = AutoencoderDetector(config).fit(matrix)
     scores = detector.score(matrix)
@@ -126,6 +141,11 @@ def train(
         "training_loss": detector.loss_history,
         "config": {**config.__dict__, "hidden": list(config.hidden)},
         "normal_ranges": normal_ranges(matrix),
+        "normal_ranges_by_scheme": {
+            scheme: normal_ranges(matrix[rows])
+            for scheme, rows in _rows_by_scheme(transactions).items()
+            if rows.sum() >= 100
+        },
         "training_seconds": round(time.perf_counter() - started, 1),
     }
     save(model_dir, detector, card)

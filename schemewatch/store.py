@@ -678,6 +678,10 @@ _REGISTRY_CONTEXT = f"""
 SELECT b.beneficiary_id, b.home_latitude, b.home_longitude, b.date_of_death,
     (SELECT COUNT(*) FROM {BENEFICIARIES} p WHERE p.phone_hash = b.phone_hash)
         AS phone_sharers,
+    (SELECT COUNT(*) FROM {BENEFICIARIES} t WHERE t.phone_hash = b.phone_hash
+        AND t.enrolled_by = b.enrolled_by
+        AND t.enrolled_on BETWEEN date(b.enrolled_on, '-1 day') AND date(b.enrolled_on, '+1 day'))
+        AS phone_sharers_enrolled_together,
     (SELECT COUNT(*) FROM {BENEFICIARIES} o WHERE o.enrolled_by = b.enrolled_by
         AND o.enrolled_on BETWEEN date(b.enrolled_on, '-1 day') AND date(b.enrolled_on, '+1 day'))
         AS operator_enrolments_same_days

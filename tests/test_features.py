@@ -61,6 +61,9 @@ def _column(matrix, name):
         ("off_cycle", "off_cycle"),
         ("over_entitlement", "amount_to_entitlement"),
         ("ghost_beneficiary", "log_beneficiaries_sharing_phone"),
+        ("ghost_beneficiary", "phone_sharers_enrolled_together"),
+        ("duplicate_instalment", "earlier_payments_same_period_same_amount"),
+        ("over_entitlement", "amount_off_whole_instalments"),
     ],
 )
 def test_each_typology_stands_out_on_its_behavioural_feature(conn, tables, typology, feature):
@@ -77,3 +80,57 @@ def test_each_typology_stands_out_on_its_behavioural_feature(conn, tables, typol
     )
     values = _column(matrix, feature)
     assert np.median(values[mask]) > np.quantile(values[normal], 0.95)
+
+
+def _pension_registry():
+    context = pd.DataFrame(
+        [("B1", 20.0, 78.0, None, 1, 1, 1)], columns=list(features.REGISTRY_COLUMNS)
+    )
+    rights = pd.DataFrame(
+        [("B1", "OLD_AGE_PENSION", 1000.0)], columns=["beneficiary_id", "scheme", "entitlement"]
+    )
+    return features.build_registry(context, rights)
+
+
+def _pension_payments(rows):
+    """(day of month, month, amount, period) per payment of one pensioner, in 2025."""
+    frame = pd.DataFrame(
+        [
+            {
+                "transaction_id": i + 1,
+                "beneficiary_id": "B1",
+                "scheme": "OLD_AGE_PENSION",
+                "instalment_period": period,
+                "amount": amount,
+                "paid_at": int(pd.Timestamp(2025, month, day, 6).timestamp()),
+                "latitude": 20.0,
+                "longitude": 78.0,
+                "account_id": "A1",
+                "agent_id": "G1",
+                "channel": "BANK",
+            }
+            for i, (day, month, amount, period) in enumerate(rows)
+        ]
+    )
+    return frame[list(features.TRANSACTION_FIELDS)]
+
+
+def test_payment_window_and_repeat_features_on_known_payments():
+    payments = _pension_payments(
+        [
+            (3, 5, 1000.0, "2025-05"),  # on time
+            (6, 5, 1000.0, "2025-05"),  # the same instalment again: a repeat of the same amount
+            (2, 3, 1000.0, "2025-06"),  # months before June's window opens
+            (4, 9, 2000.0, "2025-07"),  # two months' arrears, paid after the window closed
+            (5, 10, 1370.0, "2025-10"),  # 1.37x: not a whole number of instalments
+        ]
+    )
+    matrix = features.compute_features(payments, _pension_registry())
+    repeat = _column(matrix, "earlier_payments_same_period_same_amount")
+    assert repeat.tolist() == [0, 1, 0, 0, 0]
+    before = np.expm1(_column(matrix, "log_days_before_window"))
+    after = np.expm1(_column(matrix, "log_days_after_window"))
+    assert before[2] > 80 and before[[0, 1, 3, 4]].max() == 0
+    assert after[3] > 15 and after[[0, 1, 2, 4]].max() == 0
+    off_whole = _column(matrix, "amount_off_whole_instalments")
+    np.testing.assert_allclose(off_whole, [0, 0, 0, 0, 0.37], atol=1e-6)
