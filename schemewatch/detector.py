@@ -72,11 +72,14 @@ class AutoencoderDetector:
         self.loss_history: list[float] = []
 
     def _scaled(self, matrix) -> np.ndarray:
-        matrix = np.asarray(matrix, dtype=np.float32)
-        return np.clip((matrix - self.center) / self.scale, -CLIP, CLIP).astype(np.float32)
+        """A new row-major float32 array, robustly scaled (the input is left alone)."""
+        scaled = np.array(matrix, dtype=np.float32, order="C")
+        scaled -= self.center
+        scaled /= self.scale
+        return np.clip(scaled, -CLIP, CLIP, out=scaled)
 
     def _model_input(self, scaled: np.ndarray) -> np.ndarray:
-        return np.clip(scaled, self.input_low, self.input_high).astype(np.float32)
+        return np.clip(scaled, self.input_low, self.input_high).astype(np.float32, copy=False)
 
     def fit(self, matrix) -> AutoencoderDetector:
         """Learn what normal rows look like (the input is not modified)."""
@@ -153,16 +156,16 @@ class AutoencoderDetector:
         """
         if self.model is None:
             raise RuntimeError("the detector has not been fitted or loaded")
-        scaled = self._scaled(matrix)
+        matrix = np.asarray(matrix, dtype=np.float32)
         segments = self.segments(matrix)
-        parts = []
-        for start in range(0, len(scaled), SCORE_CHUNK):
-            chunk = scaled[start : start + SCORE_CHUNK]
+        out = np.empty(matrix.shape, np.float32)
+        for start in range(0, len(matrix), SCORE_CHUNK):
+            rows = slice(start, start + SCORE_CHUNK)
+            error = self._scaled(matrix[rows])
             # Calling the model directly is far faster than predict() on large batches.
-            rebuilt = np.asarray(self.model(self._model_input(chunk), training=False))
-            scales = self._error_scales(segments[start : start + SCORE_CHUNK])
-            parts.append((chunk - rebuilt) ** 2 / scales)
-        out = np.concatenate(parts) if parts else np.zeros((0, len(self.center)), np.float32)
+            error -= np.asarray(self.model(self._model_input(error), training=False))
+            np.square(error, out=error)
+            np.divide(error, self._error_scales(segments[rows]), out=out[rows])
         out[:, list(self.config.context_columns)] = 0.0
         return out
 

@@ -199,33 +199,46 @@ def sentence(name: str, value: float, normal: list[float], row: dict) -> str:
 
 def explain(contributions: np.ndarray, matrix: np.ndarray, rows: list[dict], card: dict):
     """For each row: (reasons as dicts with text, top first; the typology it most resembles)."""
+    if not rows:
+        return []
     names = features.FEATURE_NAMES
     typologies = sorted(set(FEATURE_TYPOLOGY.values()))
     membership = np.array(
         [[FEATURE_TYPOLOGY.get(n) == t for t in typologies] for n in names], float
     )
     ranges = [_normal_ranges_for(row, card) for row in rows]
-    low = np.array([[r[n][0] for n in names] for r in ranges]).reshape(len(rows), len(names))
-    high = np.array([[r[n][1] for n in names] for r in ranges]).reshape(len(rows), len(names))
+    low, high = _range_bounds(ranges, names)
     tolerance = 1e-6 + 1e-3 * (high - low)
     unusual = (matrix < low - tolerance) | (matrix > high + tolerance)
     # Rank features that are outside their normal range first; the rest only break ties.
     weight = contributions * np.where(unusual, 1.0, 1e-3)
     resemblance = weight @ membership
+    ranked = np.argsort(-weight, axis=1, kind="stable")[:, :TOP_REASONS]
+    totals = np.maximum(contributions.sum(axis=1), 1e-12)
     out = []
     for i, row in enumerate(rows):
-        top = np.argsort(weight[i])[::-1][:TOP_REASONS]
-        top = [j for j in top if unusual[i, j]] or top[:1]
+        top = [j for j in ranked[i] if unusual[i, j]] or ranked[i][:1]
         reasons = [
             {
                 "feature": names[j],
                 "text": sentence(names[j], float(matrix[i, j]), ranges[i][names[j]], row),
-                "share": round(float(contributions[i, j] / max(contributions[i].sum(), 1e-12)), 3),
+                "share": round(float(contributions[i, j] / totals[i]), 3),
             }
             for j in top
         ]
         out.append((reasons, typologies[int(np.argmax(resemblance[i]))]))
     return out
+
+
+def _range_bounds(ranges: list[dict], names) -> tuple[np.ndarray, np.ndarray]:
+    """Low and high normal bounds per row and feature (rows share a few distinct range sets)."""
+    distinct = {id(r): r for r in ranges}
+    table = {
+        key: np.array([[r[n][0] for n in names], [r[n][1] for n in names]], float)
+        for key, r in distinct.items()
+    }
+    bounds = np.stack([table[id(r)] for r in ranges]).reshape(len(ranges), 2, len(names))
+    return bounds[:, 0], bounds[:, 1]
 
 
 def _normal_ranges_for(row: dict, card: dict) -> dict:

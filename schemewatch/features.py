@@ -152,7 +152,7 @@ def compute_features(
     matrix = np.empty((len(frame), len(FEATURE_NAMES)), np.float32, order="F")
     for index, name in enumerate(FEATURE_NAMES):
         matrix[:, index] = columns[name]
-    matrix = np.ascontiguousarray(matrix)
+    # Column-major on purpose: the detector reads it in row chunks, copying each chunk once.
     ids = frame["transaction_id"].to_numpy()
     wanted = batch["transaction_id"].to_numpy()
     if len(ids) == len(wanted) and np.array_equal(ids, wanted):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,46 +145,67 @@ class Monitor:
                 people.update(needed["beneficiary_id"].tolist())
             registry = modeling.load_registry(self.conn, sorted(people))
         matrix = features.compute_features(batch, registry, needed)
-        contributions = model.detector.contributions(matrix)
-        scores = contributions.max(axis=1)
-        alerts = self._write(batch, matrix, contributions, scores, model)
+        alerts = self._score_and_write(batch, matrix, model)
         self._remember(batch)
         return TickResult(len(batch), alerts, model.version, last - self.history_through)
 
-    def _write(self, batch, matrix, contributions, scores, model) -> int:
+    def _score_and_write(self, batch: pd.DataFrame, matrix: np.ndarray, model) -> int:
+        """Score, explain and store the batch chunk by chunk, each chunk in its own commit.
+
+        A helper thread scores and explains the next chunk while this one is being written
+        (TensorFlow and SQLite both let go of the interpreter while they work).
+        """
         threshold = model.threshold
-        is_alert = scores > threshold
-        reasons = np.full(len(batch), None, dtype=object)
-        resembles = np.full(len(batch), None, dtype=object)
-        flagged = np.flatnonzero(is_alert)
-        if len(flagged):
-            rows = batch.iloc[flagged].to_dict("records")
-            explained = explanations.explain(
-                contributions[flagged], matrix[flagged], rows, model.card
-            )
-            reasons[flagged] = [json.dumps(r, ensure_ascii=False) for r, _ in explained]
-            resembles[flagged] = [t for _, t in explained]
         ids = batch["transaction_id"].to_numpy()
         daily = _DailyKeys(batch)
-        for start in range(0, len(batch), WRITE_CHUNK):
-            part = slice(start, start + WRITE_CHUNK)
-            now = store.now()
-            rows = zip(
-                [model.version] * len(ids[part]),
-                ids[part].tolist(),
-                scores[part].astype(float).tolist(),
-                [threshold] * len(ids[part]),
-                is_alert[part].astype(int).tolist(),
-                reasons[part].tolist(),
-                resembles[part].tolist(),
-                [now] * len(ids[part]),
-                strict=True,
-            )
-            summary = daily.counts(part, is_alert[part], model.version)
-            with store.write_transaction(self.conn):
-                store.insert_scores(self.conn, rows)
-                store.add_to_summary(self.conn, summary)
-        return int(is_alert.sum())
+        parts = [slice(s, s + WRITE_CHUNK) for s in range(0, len(batch), WRITE_CHUNK)]
+        alerts = 0
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
+        try:
+            judged = [
+                pool.submit(_judge, batch.iloc[part], matrix[part], model, threshold)
+                for part in parts
+            ]
+            for part, future in zip(parts, judged, strict=True):
+                scores, is_alert, reasons, resembles = future.result()
+                now = store.now()
+                rows = zip(
+                    [model.version] * len(scores),
+                    ids[part].tolist(),
+                    scores.astype(float).tolist(),
+                    [threshold] * len(scores),
+                    is_alert.astype(int).tolist(),
+                    reasons.tolist(),
+                    resembles.tolist(),
+                    [now] * len(scores),
+                    strict=True,
+                )
+                summary = daily.counts(part, is_alert, model.version)
+                store.record_scores(self.conn, rows, summary)
+                alerts += int(is_alert.sum())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return alerts
+
+
+def _judge(rows: pd.DataFrame, matrix: np.ndarray, model, threshold: float):
+    """Scores, alert flags, and (for alerts) reasons as JSON and the typology they resemble."""
+    contributions = model.detector.contributions(matrix)
+    scores = contributions.max(axis=1)
+    is_alert = scores > threshold
+    reasons = np.full(len(rows), None, dtype=object)
+    resembles = np.full(len(rows), None, dtype=object)
+    flagged = np.flatnonzero(is_alert)
+    if len(flagged):
+        explained = explanations.explain(
+            contributions[flagged],
+            matrix[flagged],
+            rows.iloc[flagged].to_dict("records"),
+            model.card,
+        )
+        reasons[flagged] = [json.dumps(r, ensure_ascii=False) for r, _ in explained]
+        resembles[flagged] = [t for _, t in explained]
+    return scores, is_alert, reasons, resembles
 
 
 class _DailyKeys:
