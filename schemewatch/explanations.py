@@ -38,13 +38,14 @@ FEATURE_TYPOLOGY = {
     "earlier_payments_same_period": "duplicate_instalment",
     "earlier_payments_same_period_same_amount": "duplicate_instalment",
     "period_amount_to_entitlement": "duplicate_instalment",
+    "period_paid_over_entitlement": "duplicate_instalment",
     "log_days_since_last_payment": "burst",
     "log_beneficiaries_on_account": "shared_account_ring",
     "log_agent_payments_10min": "agent_collusion",
     "log_agent_beneficiaries_10min": "agent_collusion",
     "log_agent_night_payments_10min": "agent_collusion",
     "log_agent_far_payments_10min": "agent_collusion",
-    "log_days_paid_after_death": "payment_after_death",
+    "log_days_period_began_after_death": "payment_after_death",
     "log_beneficiaries_sharing_phone": "ghost_beneficiary",
     "phone_sharers_enrolled_together": "ghost_beneficiary",
     "log_operator_enrolments_same_days": "ghost_beneficiary",
@@ -100,6 +101,11 @@ _SENTENCES = {
     "km_from_home": ("paid {value} from the beneficiary's home; normal is {normal}", _km),
     "period_amount_to_entitlement": (
         "paid {value} the entitlement so far in this instalment period; normal is {normal}",
+        lambda v: f"{v:.1f}×",
+    ),
+    "period_paid_over_entitlement": (
+        "paid {value} of the entitlement more than is due in this instalment period; "
+        "normal is {normal}",
         lambda v: f"{v:.1f}×",
     ),
     "log_agent_night_payments_10min": (
@@ -159,8 +165,9 @@ _SENTENCES = {
         "different beneficiaries the payout agent paid in the last 10 minutes: {value}; normal is {normal}",
         _count,
     ),
-    "log_days_paid_after_death": (
-        "days paid after the beneficiary's recorded death: {value}; normal is {normal}",
+    "log_days_period_began_after_death": (
+        "paid for an instalment period that began {value} days after the beneficiary's recorded "
+        "death; normal is {normal}",
         _count,
     ),
     "log_beneficiaries_sharing_phone": (

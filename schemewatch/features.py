@@ -54,13 +54,14 @@ FEATURE_NAMES = (
     "earlier_payments_same_period",
     "earlier_payments_same_period_same_amount",
     "period_amount_to_entitlement",
+    "period_paid_over_entitlement",
     "log_days_since_last_payment",
     "log_beneficiaries_on_account",
     "log_agent_payments_10min",
     "log_agent_beneficiaries_10min",
     "log_agent_night_payments_10min",
     "log_agent_far_payments_10min",
-    "log_days_paid_after_death",
+    "log_days_period_began_after_death",
     "log_beneficiaries_sharing_phone",
     "phone_sharers_enrolled_together",
     "log_operator_enrolments_same_days",
@@ -185,7 +186,9 @@ def _row_features(frame: pd.DataFrame, codes: _Codes, registry: Registry) -> dic
         frame["latitude"].to_numpy(float), frame["longitude"].to_numpy(float), home_lat, home_lon
     )
     death = people["death_time"].to_numpy(float)[codes.beneficiary]
-    after_death = np.where(np.isfinite(death), np.maximum(0.0, (paid_at - death) / DAY), 0.0)
+    # The instalment for the month someone died in is owed, even if paid after the death; an
+    # instalment for a period that began after the death is not.
+    after_death = np.where(np.isfinite(death), np.maximum(0.0, (start - death) / DAY), 0.0)
     phone = people["phone_sharers"].fillna(1).to_numpy(float)[codes.beneficiary]
     together = people["phone_sharers_enrolled_together"].fillna(1).to_numpy(float)
     operator = people["operator_enrolments_same_days"].fillna(1).to_numpy(float)[codes.beneficiary]
@@ -207,7 +210,7 @@ def _row_features(frame: pd.DataFrame, codes: _Codes, registry: Registry) -> dic
         "log_days_before_window": np.log1p(np.maximum(0, start - paid_at) / DAY),
         "log_days_after_window": np.log1p(np.maximum(0, paid_at - end) / DAY),
         "km_from_home": np.nan_to_num(km, nan=0.0),
-        "log_days_paid_after_death": np.log1p(after_death),
+        "log_days_period_began_after_death": np.log1p(after_death),
         "log_beneficiaries_sharing_phone": np.log1p(phone),
         "phone_sharers_enrolled_together": together[codes.beneficiary],
         "log_operator_enrolments_same_days": np.log1p(operator),
@@ -272,6 +275,8 @@ def _beneficiary_windows(
     out["earlier_payments_same_period_same_amount"] = _earlier_in_group(same_amount_key)
     paid_in_period = pd.Series(amount).groupby(period_key).cumsum().to_numpy()
     out["period_amount_to_entitlement"] = paid_in_period / entitlement
+    # Zero for almost every honest payment, whatever the scheme: the basic audit rule, one-sided.
+    out["period_paid_over_entitlement"] = np.maximum(0.0, paid_in_period / entitlement - 1)
     gap = np.full(len(order), NO_PREVIOUS_PAYMENT_DAYS)
     same = beneficiary[order][1:] == beneficiary[order][:-1]
     previous_gap = (paid_at[order][1:] - paid_at[order][:-1]) / DAY

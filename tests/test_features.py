@@ -56,7 +56,7 @@ def _column(matrix, name):
         ("duplicate_instalment", "period_amount_to_entitlement"),
         ("shared_account_ring", "log_beneficiaries_on_account"),
         ("agent_collusion", "log_agent_beneficiaries_10min"),
-        ("payment_after_death", "log_days_paid_after_death"),
+        ("payment_after_death", "log_days_period_began_after_death"),
         ("geo_mismatch", "km_from_home"),
         ("off_cycle", "off_cycle"),
         ("over_entitlement", "amount_to_entitlement"),
@@ -64,6 +64,7 @@ def _column(matrix, name):
         ("ghost_beneficiary", "phone_sharers_enrolled_together"),
         ("duplicate_instalment", "earlier_payments_same_period_same_amount"),
         ("over_entitlement", "amount_off_whole_instalments"),
+        ("duplicate_instalment", "period_paid_over_entitlement"),
     ],
 )
 def test_each_typology_stands_out_on_its_behavioural_feature(conn, tables, typology, feature):
@@ -82,9 +83,9 @@ def test_each_typology_stands_out_on_its_behavioural_feature(conn, tables, typol
     assert np.median(values[mask]) > np.quantile(values[normal], 0.95)
 
 
-def _pension_registry():
+def _pension_registry(date_of_death=None):
     context = pd.DataFrame(
-        [("B1", 20.0, 78.0, None, 1, 1, 1)], columns=list(features.REGISTRY_COLUMNS)
+        [("B1", 20.0, 78.0, date_of_death, 1, 1, 1)], columns=list(features.REGISTRY_COLUMNS)
     )
     rights = pd.DataFrame(
         [("B1", "OLD_AGE_PENSION", 1000.0)], columns=["beneficiary_id", "scheme", "entitlement"]
@@ -134,3 +135,19 @@ def test_payment_window_and_repeat_features_on_known_payments():
     assert after[3] > 15 and after[[0, 1, 2, 4]].max() == 0
     off_whole = _column(matrix, "amount_off_whole_instalments")
     np.testing.assert_allclose(off_whole, [0, 0, 0, 0, 0.37], atol=1e-6)
+
+
+def test_the_month_of_death_is_owed_and_later_periods_are_not():
+    payments = _pension_payments(
+        [
+            (3, 5, 1000.0, "2025-05"),  # alive
+            (20, 6, 1000.0, "2025-06"),  # died 10 June: June's pension is owed, paid after death
+            (3, 7, 1000.0, "2025-07"),  # July began after the death
+            (3, 8, 1000.0, "2025-08"),
+        ]
+    )
+    matrix = features.compute_features(payments, _pension_registry("2025-06-10"))
+    began_after = np.expm1(_column(matrix, "log_days_period_began_after_death"))
+    np.testing.assert_allclose(began_after, [0, 0, 21, 52], atol=0.01)  # from 10 June, in days
+    over = _column(matrix, "period_paid_over_entitlement")
+    assert over.tolist() == [0, 0, 0, 0]
