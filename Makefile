@@ -22,7 +22,7 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	@test -f $(DB) || $(BIN)/python generate_database.py --db $(DB) \
 		--transactions $(DEMO_TRANSACTIONS) --seed 42 --end-date $$(date +%F)
-	@test -f $(MODEL_DIR)/current.json || $(BIN)/python train.py --db $(DB) --model-dir $(MODEL_DIR)
+	@$(BIN)/python train.py --if-needed --db $(DB) --model-dir $(MODEL_DIR)
 	@test -f $(CREDENTIALS) || $(BIN)/python -m schemewatch users add demo --role supervisor \
 		--name "Demo auditor" --random-password --credentials $(CREDENTIALS) --db $(DB)
 	$(BIN)/python -m schemewatch.demo --db $(DB) --model-dir $(MODEL_DIR) \

@@ -237,10 +237,15 @@ def export(out_path, date_from, date_to, scheme, state, with_labels, db_path):
 )
 @click.option("--epochs", type=click.IntRange(1, 200), default=None, help="Training epochs.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--if-needed",
+    is_flag=True,
+    help="Train only if there is no current model or it was trained on other features.",
+)
 @db_option
 @model_dir_option
 @friendly_errors
-def train(alert_budget, epochs, seed, db_path, model_dir):
+def train(alert_budget, epochs, seed, if_needed, db_path, model_dir):
     """Train the autoencoder on every stored transaction and save it as the current model."""
     from dataclasses import replace
 
@@ -248,6 +253,12 @@ def train(alert_budget, epochs, seed, db_path, model_dir):
     from schemewatch.detector import AutoencoderConfig
 
     settings = settings_for(db_path, model_dir)
+    if if_needed:
+        reason = modeling.why_train(settings.model_dir)
+        if reason is None:
+            click.echo("The current model fits this Schemewatch; not retraining.")
+            return
+        click.echo(f"Training: {reason}.", err=True)
     config = AutoencoderConfig(seed=seed)
     config = replace(config, epochs=epochs) if epochs else config
     card = modeling.train(

@@ -175,6 +175,17 @@ def current_version(model_dir: Path) -> str:
         raise ModelError(f"{pointer} is damaged ({exc}); run train.py again") from None
 
 
+def why_train(model_dir: Path) -> str | None:
+    """Why a model must be trained before scoring (None if the current one can be used)."""
+    try:
+        card = load_model_card(model_dir, current_version(model_dir))
+    except ModelError as exc:
+        return str(exc)
+    if card.get("features") != list(features.FEATURE_NAMES):
+        return "the current model was trained on a different feature list"
+    return None
+
+
 def load_model(model_dir: Path, version: str | None = None) -> LoadedModel:
     """Load a model, refusing artifacts whose feature list differs from this code's."""
     version = version or current_version(model_dir)

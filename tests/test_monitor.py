@@ -116,6 +116,20 @@ def test_monitor_refuses_a_model_with_a_different_feature_list(scored_copy):
     assert "Traceback" not in result.stderr
 
 
+def test_train_if_needed_keeps_a_fitting_model_and_replaces_a_stale_one(scored_copy):
+    db, models = scored_copy
+    version = modeling.current_version(models)
+    kept = _cli("train", "--if-needed", "--epochs", "1", "--db", db, "--model-dir", models)
+    assert "not retraining" in kept.stdout and modeling.current_version(models) == version
+    card_path = models / version / modeling.CARD_FILE
+    card = json.loads(card_path.read_text())
+    card["features"] = card["features"][:-1]
+    card_path.write_text(json.dumps(card))
+    _cli("train", "--if-needed", "--epochs", "1", "--db", db, "--model-dir", models)
+    assert modeling.current_version(models) != version
+    assert modeling.why_train(models) is None
+
+
 def test_monitor_without_a_model_says_how_to_get_one(generated_db, tmp_path):
     result = _cli(
         "monitor", "--once", "--db", generated_db, "--model-dir", tmp_path / "none", check=False
