@@ -83,8 +83,9 @@ _SENTENCES = {
         lambda v: f"{v:.1f}×",
     ),
     "amount_off_whole_instalments": (
-        "paid {value} away from a whole number of instalments; normal is {normal}",
-        lambda v: f"{v:.2f}×",
+        "the amount is not a whole number of instalments (off by {value} of one); "
+        "normal is {normal}",
+        lambda v: f"{v:.0%}",
     ),
     "log_days_before_window": (
         "paid {value} days before the instalment period's payment window opens; normal is {normal}",
@@ -106,7 +107,7 @@ _SENTENCES = {
     "period_paid_over_entitlement": (
         "paid {value} of the entitlement more than is due in this instalment period; "
         "normal is {normal}",
-        lambda v: f"{v:.1f}×",
+        lambda v: f"{v:.0%}",
     ),
     "log_agent_night_payments_10min": (
         "the payout agent's night-time payouts in the last 10 minutes: {value}; normal is {normal}",
@@ -219,20 +220,20 @@ def explain(contributions: np.ndarray, matrix: np.ndarray, rows: list[dict], car
     unusual = (matrix < low - tolerance) | (matrix > high + tolerance)
     # Rank features that are outside their normal range first; the rest only break ties.
     weight = contributions * np.where(unusual, 1.0, 1e-3)
-    resemblance = weight @ membership
+    weight[:, _CONTEXT] = -1.0  # context (channel, scheme) is never a reason
+    resemblance = np.maximum(weight, 0) @ membership
     ranked = np.argsort(-weight, axis=1, kind="stable")[:, :TOP_REASONS]
     totals = np.maximum(contributions.sum(axis=1), 1e-12)
     out = []
     for i, row in enumerate(rows):
         top = [j for j in ranked[i] if unusual[i, j]] or ranked[i][:1]
-        reasons = [
-            {
-                "feature": names[j],
-                "text": sentence(names[j], float(matrix[i, j]), ranges[i][names[j]], row),
-                "share": round(float(contributions[i, j] / totals[i]), 3),
-            }
-            for j in top
-        ]
+        reasons, said = [], set()
+        for j in top:
+            text = sentence(names[j], float(matrix[i, j]), ranges[i][names[j]], row)
+            if text not in said:  # two features can come down to the same sentence
+                said.add(text)
+                share = round(float(contributions[i, j] / totals[i]), 3)
+                reasons.append({"feature": names[j], "text": text, "share": share})
         out.append((reasons, typologies[int(np.argmax(resemblance[i]))]))
     return out
 
@@ -246,6 +247,9 @@ def _range_bounds(ranges: list[dict], names) -> tuple[np.ndarray, np.ndarray]:
     }
     bounds = np.stack([table[id(r)] for r in ranges]).reshape(len(ranges), 2, len(names))
     return bounds[:, 0], bounds[:, 1]
+
+
+_CONTEXT = [features.FEATURE_NAMES.index(n) for n in features.CONTEXT_FEATURES]
 
 
 def _normal_ranges_for(row: dict, card: dict) -> dict:
