@@ -9,6 +9,7 @@ windows reach (see `HISTORY_NEEDS`).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ NO_PREVIOUS_PAYMENT_DAYS = 400.0
 MAX_AGENT_WINDOW_ROWS = 64
 FAR_FROM_HOME_KM = 300
 NIGHT_STARTS, NIGHT_ENDS = 21, 6
+PARALLEL_ROWS = 100_000  # below this, a second thread costs more than it saves
 
 # What history an incremental batch needs for exact parity with a whole-table computation.
 HISTORY_NEEDS = {
@@ -145,11 +147,20 @@ def compute_features(
     frame = frame.reset_index(drop=True)
     codes = _codes(frame)
     row = _row_features(frame, codes, registry)
-    columns = {
-        **row,
-        **_beneficiary_windows(frame, codes, row["entitlement"], row["km_from_home"]),
-        **_account_and_agent(frame, codes, row["km_from_home"]),
-    }
+    if len(frame) >= PARALLEL_ROWS:
+        # The two groups are independent, and numpy sorts without holding the interpreter.
+        with ThreadPoolExecutor(max_workers=1) as helper:
+            agent_part = helper.submit(_account_and_agent, frame, codes, row["km_from_home"])
+            beneficiary_part = _beneficiary_windows(
+                frame, codes, row["entitlement"], row["km_from_home"]
+            )
+            columns = {**row, **beneficiary_part, **agent_part.result()}
+    else:
+        columns = {
+            **row,
+            **_beneficiary_windows(frame, codes, row["entitlement"], row["km_from_home"]),
+            **_account_and_agent(frame, codes, row["km_from_home"]),
+        }
     matrix = np.empty((len(frame), len(FEATURE_NAMES)), np.float32, order="F")
     for index, name in enumerate(FEATURE_NAMES):
         matrix[:, index] = columns[name]

@@ -31,6 +31,13 @@ def test_incremental_batches_match_the_whole_table(tables, split):
         np.testing.assert_allclose(part, whole[cut + start : cut + start + len(batch)], rtol=1e-6)
 
 
+def test_large_batches_computed_in_two_threads_give_the_same_values(tables, monkeypatch):
+    transactions, registry = tables
+    sequential = features.compute_features(transactions, registry)
+    monkeypatch.setattr(features, "PARALLEL_ROWS", 1)
+    np.testing.assert_array_equal(features.compute_features(transactions, registry), sequential)
+
+
 def test_features_do_not_mutate_their_input(tables):
     transactions, registry = tables
     before = transactions.copy()
