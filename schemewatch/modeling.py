@@ -177,6 +177,8 @@ def current_version(model_dir: Path) -> str:
 
 def why_train(model_dir: Path) -> str | None:
     """Why a model must be trained before scoring (None if the current one can be used)."""
+    if not (Path(model_dir) / CURRENT_FILE).exists():
+        return f"there is no trained model in {model_dir}/ yet"
     try:
         card = load_model_card(model_dir, current_version(model_dir))
     except ModelError as exc:
