@@ -156,7 +156,7 @@ class AutoencoderDetector:
         """
         if self.model is None:
             raise RuntimeError("the detector has not been fitted or loaded")
-        matrix = np.asarray(matrix, dtype=np.float32)
+        matrix = np.asarray(matrix, dtype=np.float32).reshape(-1, len(self.center))
         segments = self.segments(matrix)
         out = np.empty(matrix.shape, np.float32)
         for start in range(0, len(matrix), SCORE_CHUNK):

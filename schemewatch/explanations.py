@@ -222,7 +222,8 @@ def explain(contributions: np.ndarray, matrix: np.ndarray, rows: list[dict], car
     weight = contributions * np.where(unusual, 1.0, 1e-3)
     weight[:, _CONTEXT] = -1.0  # context (channel, scheme) is never a reason
     resemblance = np.maximum(weight, 0) @ membership
-    ranked = np.argsort(-weight, axis=1, kind="stable")[:, :TOP_REASONS]
+    # A few spare candidates: two features can come down to the same sentence.
+    ranked = np.argsort(-weight, axis=1, kind="stable")[:, : TOP_REASONS + 2]
     totals = np.maximum(contributions.sum(axis=1), 1e-12)
     out = []
     for i, row in enumerate(rows):
@@ -230,7 +231,7 @@ def explain(contributions: np.ndarray, matrix: np.ndarray, rows: list[dict], car
         reasons, said = [], set()
         for j in top:
             text = sentence(names[j], float(matrix[i, j]), ranges[i][names[j]], row)
-            if text not in said:  # two features can come down to the same sentence
+            if text not in said and len(reasons) < TOP_REASONS:
                 said.add(text)
                 share = round(float(contributions[i, j] / totals[i]), 3)
                 reasons.append({"feature": names[j], "text": text, "share": share})

@@ -32,6 +32,7 @@ PARALLEL_ROWS = 100_000  # below this, a second thread costs more than it saves
 HISTORY_NEEDS = {
     "beneficiary": NO_PREVIOUS_PAYMENT_DAYS * DAY,  # days since last payment looks back this far
     "account": None,  # all earlier payments into the batch's accounts
+    "period": None,  # all earlier payments of the batch's (beneficiary, scheme, period)
     "agent": AGENT_WINDOW,
 }
 
@@ -190,7 +191,7 @@ def _row_features(frame: pd.DataFrame, codes: _Codes, registry: Registry) -> dic
     entitlement = np.where(np.isfinite(entitlement) & (entitlement > 0), entitlement, amount)
     hour = schemes.local_hours(paid_at)
     weekday = (((paid_at + schemes.IST_OFFSET_SECONDS) // DAY) + 3) % 7
-    start, end = _period_windows(codes)
+    start, end, period_began = _period_windows(codes)
     home_lat = people["home_latitude"].to_numpy(float)[codes.beneficiary]
     home_lon = people["home_longitude"].to_numpy(float)[codes.beneficiary]
     km = haversine_km(
@@ -199,7 +200,7 @@ def _row_features(frame: pd.DataFrame, codes: _Codes, registry: Registry) -> dic
     death = people["death_time"].to_numpy(float)[codes.beneficiary]
     # The instalment for the month someone died in is owed, even if paid after the death; an
     # instalment for a period that began after the death is not.
-    after_death = np.where(np.isfinite(death), np.maximum(0.0, (start - death) / DAY), 0.0)
+    after_death = np.where(np.isfinite(death), np.maximum(0.0, (period_began - death) / DAY), 0.0)
     phone = people["phone_sharers"].fillna(1).to_numpy(float)[codes.beneficiary]
     together = people["phone_sharers_enrolled_together"].fillna(1).to_numpy(float)
     operator = people["operator_enrolments_same_days"].fillna(1).to_numpy(float)[codes.beneficiary]
@@ -230,19 +231,19 @@ def _row_features(frame: pd.DataFrame, codes: _Codes, registry: Registry) -> dic
     }
 
 
-def _period_windows(codes: _Codes) -> tuple[np.ndarray, np.ndarray]:
+def _period_windows(codes: _Codes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: the payment window's start and end, and the start of the period itself."""
     combined = codes.scheme * len(codes.periods) + codes.period
     uniques, inverse = np.unique(combined, return_inverse=True)
+    pairs = [
+        (codes.schemes[u // len(codes.periods)], codes.periods[u % len(codes.periods)])
+        for u in uniques
+    ]
     bounds = np.array(
-        [
-            schemes.period_window(
-                codes.schemes[u // len(codes.periods)], codes.periods[u % len(codes.periods)]
-            )
-            for u in uniques
-        ],
+        [(*schemes.period_window(*pair), schemes.period_start(*pair)) for pair in pairs],
         dtype=np.int64,
-    )
-    return bounds[inverse, 0], bounds[inverse, 1]
+    ).reshape(len(pairs), 3)
+    return bounds[inverse, 0], bounds[inverse, 1], bounds[inverse, 2]
 
 
 def _grouped_order(keys: np.ndarray, paid_at: np.ndarray) -> np.ndarray:
@@ -281,9 +282,10 @@ def _beneficiary_windows(
     scheme_period = codes.scheme * len(codes.periods) + codes.period
     period_key = beneficiary * (len(codes.schemes) * len(codes.periods)) + scheme_period
     out["earlier_payments_same_period"] = _earlier_in_group(period_key)
-    amount_code, amounts = pd.factorize(amount)
-    same_amount_key = period_key.astype(np.int64) * (len(amounts) + 1) + amount_code
-    out["earlier_payments_same_period_same_amount"] = _earlier_in_group(same_amount_key)
+    amount_code = pd.factorize(amount)[0]
+    out["earlier_payments_same_period_same_amount"] = (
+        pd.Series(amount).groupby([period_key, amount_code]).cumcount().to_numpy(float)
+    )
     paid_in_period = pd.Series(amount).groupby(period_key).cumsum().to_numpy()
     out["period_amount_to_entitlement"] = paid_in_period / entitlement
     # Zero for almost every honest payment, whatever the scheme: the basic audit rule, one-sided.
@@ -427,4 +429,8 @@ def history_needed(batch: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
     by_agent = earlier["agent_id"].isin(batch["agent_id"].dropna()) & (
         earlier["paid_at"] >= since - HISTORY_NEEDS["agent"]
     )
-    return earlier[by_beneficiary | by_account | by_agent]
+    period = ["beneficiary_id", "scheme", "instalment_period"]
+    same_period = pd.MultiIndex.from_frame(earlier[period]).isin(
+        pd.MultiIndex.from_frame(batch[period])
+    )
+    return earlier[by_beneficiary | by_account | by_agent | same_period]

@@ -28,6 +28,7 @@ from schemewatch.errors import ModelError
 CURRENT_FILE = "current.json"
 CARD_FILE = "model_card.json"
 DEFAULT_ALERT_BUDGET = 0.01
+MIN_ROWS_FOR_RANGES = 1_000  # a scheme's own 1st-99th percentile range needs this many rows
 CARD_VERSION = 1
 
 
@@ -144,7 +145,7 @@ def train(
         "normal_ranges_by_scheme": {
             scheme: normal_ranges(matrix[rows])
             for scheme, rows in _rows_by_scheme(transactions).items()
-            if rows.sum() >= 100
+            if rows.sum() >= MIN_ROWS_FOR_RANGES
         },
         "training_seconds": round(time.perf_counter() - started, 1),
     }

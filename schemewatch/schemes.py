@@ -116,6 +116,19 @@ def period_window(scheme: str, period: str) -> tuple[int, int]:
     return _seconds(start), _seconds(end + timedelta(days=_GRACE_DAYS[scheme]))
 
 
+@lru_cache(maxsize=100_000)
+def period_start(scheme: str, period: str) -> int:
+    """Midnight IST of the first day the period covers, as unix seconds.
+
+    The same as the payment window's start, except for MGNREGA: wages for a fortnight are paid
+    after it ends, but the fortnight (and the work owed for) begins on the 1st or the 16th.
+    """
+    start, _ = _period_dates(scheme, period)  # also checks the label
+    if scheme == MGNREGA:
+        start = date(int(period[:4]), int(period[5:7]), 1 if period.endswith("F1") else 16)
+    return _seconds(start)
+
+
 def _period_dates(scheme: str, period: str) -> tuple[date, date]:
     try:
         if scheme == PM_KISAN:

@@ -239,9 +239,7 @@ def payment_after_death(rng, world: World, pool: Pool, budget: int) -> Injection
         death_time = times[len(times) // 2] - int(rng.integers(20, 60)) * DAY
         period_start = np.array(
             [
-                schemes.period_window(schemes.SCHEME_CODES[payments.scheme[i]], payments.period[i])[
-                    0
-                ]
+                schemes.period_start(schemes.SCHEME_CODES[payments.scheme[i]], payments.period[i])
                 for i in mine
             ]
         )

@@ -100,21 +100,26 @@ def _pension_registry(date_of_death=None):
     return features.build_registry(context, rights)
 
 
-def _pension_payments(rows):
-    """(day of month, month, amount, period) per payment of one pensioner, in 2025."""
+def _pension_payments(rows, *, scheme="OLD_AGE_PENSION", account="A1", agent="G1", year=2025):
+    """(day of month, month, amount, period) per payment of one beneficiary, in `year`.
+
+    A month above 12 runs on into the next year.
+    """
     frame = pd.DataFrame(
         [
             {
                 "transaction_id": i + 1,
                 "beneficiary_id": "B1",
-                "scheme": "OLD_AGE_PENSION",
+                "scheme": scheme,
                 "instalment_period": period,
                 "amount": amount,
-                "paid_at": int(pd.Timestamp(2025, month, day, 6).timestamp()),
+                "paid_at": int(
+                    pd.Timestamp(year + (month - 1) // 12, (month - 1) % 12 + 1, day, 6).timestamp()
+                ),
                 "latitude": 20.0,
                 "longitude": 78.0,
-                "account_id": "A1",
-                "agent_id": "G1",
+                "account_id": account,
+                "agent_id": agent,
                 "channel": "BANK",
             }
             for i, (day, month, amount, period) in enumerate(rows)
@@ -158,3 +163,36 @@ def test_the_month_of_death_is_owed_and_later_periods_are_not():
     np.testing.assert_allclose(began_after, [0, 0, 21, 52], atol=0.01)  # from 10 June, in days
     over = _column(matrix, "period_paid_over_entitlement")
     assert over.tolist() == [0, 0, 0, 0]
+
+
+def test_wages_for_the_fortnight_of_death_are_owed():
+    rights = pd.DataFrame(
+        [("B1", "MGNREGA", 3500.0)], columns=["beneficiary_id", "scheme", "entitlement"]
+    )
+    context = pd.DataFrame(
+        [("B1", 20.0, 78.0, "2025-05-10", 1, 1, 1)], columns=list(features.REGISTRY_COLUMNS)
+    )
+    registry = features.build_registry(context, rights)
+    payments = _pension_payments(
+        [(20, 5, 1000.0, "2025-05-F1"), (5, 6, 1000.0, "2025-05-F2")], scheme="MGNREGA"
+    )
+    began_after = np.expm1(
+        _column(features.compute_features(payments, registry), "log_days_period_began_after_death")
+    )
+    np.testing.assert_allclose(began_after, [0, 6], atol=0.01)  # F2 begins on the 16th
+
+
+def test_a_same_period_payment_long_ago_is_part_of_the_history():
+    """Arrears for a period paid over a year after its first payment, with no account to link."""
+    payments = _pension_payments(
+        [(3, 1, 1000.0, "2024-01"), (1, 16, 1000.0, "2024-01")],
+        account=None,
+        agent=None,
+        year=2024,
+    )
+    registry = _pension_registry()
+    whole = features.compute_features(payments, registry)
+    earlier, later = payments.iloc[:1], payments.iloc[1:]
+    part = features.compute_features(later, registry, features.history_needed(later, earlier))
+    np.testing.assert_array_equal(part, whole[1:])
+    assert _column(whole, "earlier_payments_same_period_same_amount")[1] == 1
