@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -74,6 +75,8 @@ FEATURE_NAMES = (
 # Context only: they tell the model what kind of payment a row is, and are not anomalies in
 # themselves (an unusual channel for a scheme is not a fraud typology).
 CONTEXT_FEATURES = tuple(n for n in FEATURE_NAMES if n.startswith(("channel_", "scheme_")))
+# The scheme one-hot: what is normal is judged among payments of the same scheme.
+SEGMENT_FEATURES = tuple(n for n in FEATURE_NAMES if n.startswith("scheme_"))
 
 
 @dataclass(frozen=True)
@@ -148,20 +151,18 @@ def compute_features(
     frame = frame.reset_index(drop=True)
     codes = _codes(frame)
     row = _row_features(frame, codes, registry)
+    by_beneficiary = partial(
+        _beneficiary_windows, frame, codes, row["entitlement"], row["km_from_home"]
+    )
+    by_account_and_agent = partial(_account_and_agent, frame, codes, row["km_from_home"])
     if len(frame) >= PARALLEL_ROWS:
         # The two groups are independent, and numpy sorts without holding the interpreter.
         with ThreadPoolExecutor(max_workers=1) as helper:
-            agent_part = helper.submit(_account_and_agent, frame, codes, row["km_from_home"])
-            beneficiary_part = _beneficiary_windows(
-                frame, codes, row["entitlement"], row["km_from_home"]
-            )
-            columns = {**row, **beneficiary_part, **agent_part.result()}
+            later = helper.submit(by_account_and_agent)
+            parts = (by_beneficiary(), later.result())
     else:
-        columns = {
-            **row,
-            **_beneficiary_windows(frame, codes, row["entitlement"], row["km_from_home"]),
-            **_account_and_agent(frame, codes, row["km_from_home"]),
-        }
+        parts = (by_beneficiary(), by_account_and_agent())
+    columns = {**row, **parts[0], **parts[1]}
     matrix = np.empty((len(frame), len(FEATURE_NAMES)), np.float32, order="F")
     for index, name in enumerate(FEATURE_NAMES):
         matrix[:, index] = columns[name]
@@ -201,9 +202,10 @@ def _row_features(frame: pd.DataFrame, codes: _Codes, registry: Registry) -> dic
     # The instalment for the month someone died in is owed, even if paid after the death; an
     # instalment for a period that began after the death is not.
     after_death = np.where(np.isfinite(death), np.maximum(0.0, (period_began - death) / DAY), 0.0)
-    phone = people["phone_sharers"].fillna(1).to_numpy(float)[codes.beneficiary]
-    together = people["phone_sharers_enrolled_together"].fillna(1).to_numpy(float)
-    operator = people["operator_enrolments_same_days"].fillna(1).to_numpy(float)[codes.beneficiary]
+
+    def count(column):  # registry counts per row (1, the beneficiary alone, where unknown)
+        return people[column].fillna(1).to_numpy(float)[codes.beneficiary]
+
     channel_names = np.append(codes.channels, "").astype(str)[codes.channel]
     scheme_names = codes.schemes.astype(str)[codes.scheme]
     ratio = amount / entitlement
@@ -223,9 +225,9 @@ def _row_features(frame: pd.DataFrame, codes: _Codes, registry: Registry) -> dic
         "log_days_after_window": np.log1p(np.maximum(0, paid_at - end) / DAY),
         "km_from_home": np.nan_to_num(km, nan=0.0),
         "log_days_period_began_after_death": np.log1p(after_death),
-        "log_beneficiaries_sharing_phone": np.log1p(phone),
-        "phone_sharers_enrolled_together": together[codes.beneficiary],
-        "log_operator_enrolments_same_days": np.log1p(operator),
+        "log_beneficiaries_sharing_phone": np.log1p(count("phone_sharers")),
+        "phone_sharers_enrolled_together": count("phone_sharers_enrolled_together"),
+        "log_operator_enrolments_same_days": np.log1p(count("operator_enrolments_same_days")),
         **{f"channel_{c.lower()}": (channel_names == c).astype(float) for c in schemes.CHANNELS},
         **{f"scheme_{c.lower()}": (scheme_names == c).astype(float) for c in schemes.SCHEME_CODES},
     }

@@ -73,7 +73,7 @@ def with_column_roles(config: AutoencoderConfig) -> AutoencoderConfig:
     return replace(
         config,
         context_columns=tuple(names.index(n) for n in features.CONTEXT_FEATURES),
-        segment_columns=tuple(i for i, n in enumerate(names) if n.startswith("scheme_")),
+        segment_columns=tuple(names.index(n) for n in features.SEGMENT_FEATURES),
     )
 
 
@@ -181,12 +181,20 @@ def why_train(model_dir: Path) -> str | None:
     if not (Path(model_dir) / CURRENT_FILE).exists():
         return f"there is no trained model in {model_dir}/ yet"
     try:
-        card = load_model_card(model_dir, current_version(model_dir))
+        version = current_version(model_dir)
+        _check_features(version, load_model_card(model_dir, version))
     except ModelError as exc:
         return str(exc)
-    if card.get("features") != list(features.FEATURE_NAMES):
-        return "the current model was trained on a different feature list"
     return None
+
+
+def _check_features(version: str, card: dict) -> None:
+    if card.get("features") != list(features.FEATURE_NAMES):
+        raise ModelError(
+            f"model {version} was trained on a different feature list than this Schemewatch "
+            f"computes ({len(card.get('features') or [])} vs {len(features.FEATURE_NAMES)} "
+            "features); retrain with train.py"
+        )
 
 
 def load_model(model_dir: Path, version: str | None = None) -> LoadedModel:
@@ -194,12 +202,7 @@ def load_model(model_dir: Path, version: str | None = None) -> LoadedModel:
     version = version or current_version(model_dir)
     folder = Path(model_dir) / version
     card = load_model_card(model_dir, version)
-    if card.get("features") != list(features.FEATURE_NAMES):
-        raise ModelError(
-            f"model {version} was trained on a different feature list than this Schemewatch "
-            f"computes ({len(card.get('features') or [])} vs {len(features.FEATURE_NAMES)} "
-            "features); retrain with train.py"
-        )
+    _check_features(version, card)
     try:
         detector = AutoencoderDetector.load(folder)
     except (OSError, ValueError) as exc:
