@@ -1,0 +1,341 @@
+"""Read queries behind the dashboard: filters, KPIs, trends, the alert queue, downloads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from schemewatch.store.schema import (
+    BENEFICIARIES,
+    CASES,
+    DAILY_SUMMARY,
+    DISPOSITIONS,
+    SCORES,
+    TRANSACTIONS,
+)
+
+# -- dashboard -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DashboardFilters:
+    """What an auditor narrowed the view to; None or empty means no restriction."""
+
+    start: int | None = None  # paid_at >= start
+    end: int | None = None  # paid_at < end
+    schemes: tuple[str, ...] = ()
+    states: tuple[str, ...] = ()
+    districts: tuple[str, ...] = ()
+    status: str = "all"  # all | alerts | open | claimed | DISPOSITIONS...
+    score_min: float | None = None
+    score_max: float | None = None
+    typologies: tuple[str, ...] = ()  # the typology an alert most resembles
+    search: str | None = None  # beneficiary id or transaction id
+
+
+def _in(column: str, values: tuple) -> tuple[str, list]:
+    return f"{column} IN ({', '.join('?' for _ in values)})", list(values)
+
+
+def _dashboard_where(filters: DashboardFilters, version: str | None) -> tuple[str, str, list]:
+    """FROM ... WHERE for transactions joined with their score and case; all values bound."""
+    clauses, params = [], []
+    source = (
+        f"{TRANSACTIONS} t LEFT JOIN {SCORES} s "
+        "ON s.transaction_id = t.transaction_id AND s.model_version = ? "
+        f"LEFT JOIN {CASES} c ON c.transaction_id = t.transaction_id"
+    )
+    params.append(version or "")
+    plain, plain_params = _plain_clauses(filters)
+    clauses += plain
+    params += plain_params
+    for column, values in (("t.district", filters.districts), ("s.resembles", filters.typologies)):
+        if values:
+            clause, extra = _in(column, values)
+            clauses.append(clause)
+            params += extra
+    if filters.score_min is not None:
+        clauses.append("s.score >= ?")
+        params.append(filters.score_min)
+    if filters.score_max is not None:
+        clauses.append("s.score <= ?")
+        params.append(filters.score_max)
+    status = filters.status
+    if status != "all":
+        clauses.append("s.is_alert = 1")
+    if status == "open":
+        clauses.append("c.disposition IS NULL")
+    elif status == "claimed":
+        clauses.append("c.claimed_by IS NOT NULL AND c.disposition IS NULL")
+    elif status in DISPOSITIONS:
+        clauses.append("c.disposition = ?")
+        params.append(status)
+    if filters.search:
+        clauses.append("(t.beneficiary_id = ? OR CAST(t.transaction_id AS TEXT) = ?)")
+        params += [filters.search.strip(), filters.search.strip()]
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    return source, where, params
+
+
+def dashboard_kpis(conn, filters: DashboardFilters, version: str | None) -> dict:
+    """Transactions, alerts, amount at risk and open cases under the filters."""
+    source, where, params = _dashboard_where(filters, version)
+    sql = (
+        "SELECT COUNT(*), COALESCE(SUM(s.is_alert), 0), "
+        "COALESCE(SUM(CASE WHEN s.is_alert = 1 THEN t.amount END), 0), "
+        "COALESCE(SUM(CASE WHEN s.is_alert = 1 AND c.disposition IS NULL THEN 1 END), 0), "
+        f"COUNT(s.transaction_id) FROM {source}{where}"
+    )
+    total, alerts, at_risk, open_cases, scored = conn.execute(sql, params).fetchone()
+    return {
+        "transactions": total,
+        "alerts": alerts,
+        "amount_at_risk": at_risk,
+        "open_cases": open_cases,
+        "scored": scored,
+    }
+
+
+_IST_DAY = "date(t.paid_at + 19800, 'unixepoch')"
+
+
+def dashboard_daily(conn, filters: DashboardFilters, version: str | None) -> list[tuple]:
+    """(IST day, transactions, alerts) per day."""
+    source, where, params = _dashboard_where(filters, version)
+    sql = (
+        f"SELECT {_IST_DAY} AS day, COUNT(*), COALESCE(SUM(s.is_alert), 0) "
+        f"FROM {source}{where} GROUP BY day ORDER BY day"
+    )
+    return [tuple(r) for r in conn.execute(sql, params)]
+
+
+def dashboard_alerts_by(conn, filters: DashboardFilters, version: str | None, column: str):
+    """(value, transactions, alerts) grouped by scheme or state."""
+    if column not in ("scheme", "state"):
+        raise ValueError(column)
+    source, where, params = _dashboard_where(filters, version)
+    sql = (
+        f"SELECT t.{column}, COUNT(*), COALESCE(SUM(s.is_alert), 0) FROM {source}{where} "
+        f"GROUP BY t.{column} ORDER BY 3 DESC"
+    )
+    return [tuple(r) for r in conn.execute(sql, params)]
+
+
+def dashboard_hour_weekday(conn, filters: DashboardFilters, version: str | None) -> list[tuple]:
+    """(weekday 0=Sunday, IST hour, alerts) for alerts under the filters."""
+    source, where, params = _dashboard_where(_alerts_only(filters), version)
+    sql = (
+        "SELECT CAST(strftime('%w', t.paid_at + 19800, 'unixepoch') AS INTEGER) AS weekday, "
+        "CAST(strftime('%H', t.paid_at + 19800, 'unixepoch') AS INTEGER) AS hour, COUNT(*) "
+        f"FROM {source}{where} GROUP BY weekday, hour"
+    )
+    return [tuple(r) for r in conn.execute(sql, params)]
+
+
+def replace_status(filters: DashboardFilters, status: str) -> DashboardFilters:
+    """The same filters with another alert status."""
+    from dataclasses import replace
+
+    return replace(filters, status=status)
+
+
+def _alerts_only(filters: DashboardFilters) -> DashboardFilters:
+    """Alerts only, unless the filters already ask for a narrower alert status."""
+    return filters if filters.status != "all" else replace_status(filters, "alerts")
+
+
+ALERT_QUEUE_FIELDS = (
+    "t.transaction_id",
+    "t.beneficiary_id",
+    "t.scheme",
+    "t.amount",
+    "t.paid_at",
+    "t.state",
+    "t.district",
+    "t.latitude",
+    "t.longitude",
+    "t.account_id",
+    "t.agent_id",
+    "t.channel",
+    "s.score",
+    "s.reasons",
+    "s.resembles",
+    "c.claimed_by",
+    "c.disposition",
+    "c.note",
+)
+ALERT_QUEUE_COLUMNS = tuple(field.split(".")[1] for field in ALERT_QUEUE_FIELDS)
+
+
+def dashboard_alerts(conn, filters: DashboardFilters, version: str | None, limit: int = 200):
+    """Alerts under the filters, highest score first (ALERT_QUEUE_COLUMNS)."""
+    source, where, params = _dashboard_where(_alerts_only(filters), version)
+    sql = (
+        f"SELECT {', '.join(ALERT_QUEUE_FIELDS)} FROM {source}{where} ORDER BY s.score DESC LIMIT ?"
+    )
+    return [tuple(r) for r in conn.execute(sql, [*params, limit])]
+
+
+def iter_dashboard_rows(conn, filters: DashboardFilters, version: str | None):
+    """Every transaction under the filters with its score and case, streamed (for downloads)."""
+    source, where, params = _dashboard_where(filters, version)
+    sql = f"SELECT {', '.join(DOWNLOAD_FIELDS)} FROM {source}{where} ORDER BY t.transaction_id"
+    cursor = conn.execute(sql, params)
+    while batch := cursor.fetchmany(5000):
+        yield from (tuple(r) for r in batch)
+
+
+DOWNLOAD_FIELDS = (
+    "t.transaction_id",
+    "t.beneficiary_id",
+    "t.scheme",
+    "t.instalment_period",
+    "t.amount",
+    "t.paid_at",
+    "t.state",
+    "t.district",
+    "t.latitude",
+    "t.longitude",
+    "t.account_id",
+    "t.agent_id",
+    "t.channel",
+    "s.score",
+    "s.is_alert",
+    "s.resembles",
+    "c.disposition",
+)
+DOWNLOAD_COLUMNS = tuple(field.split(".")[1] for field in DOWNLOAD_FIELDS)
+
+
+def beneficiary_timeline(conn, beneficiary_id: str, limit: int = 100) -> list[tuple]:
+    """(transaction_id, scheme, period, amount, paid_at, account, agent) newest first."""
+    sql = (
+        "SELECT transaction_id, scheme, instalment_period, amount, paid_at, account_id, agent_id "
+        f"FROM {TRANSACTIONS} WHERE beneficiary_id = ? ORDER BY paid_at DESC LIMIT ?"
+    )
+    return [tuple(r) for r in conn.execute(sql, (beneficiary_id, limit))]
+
+
+def account_sharers(conn, account_id: str, limit: int = 50) -> list[tuple]:
+    """(beneficiary_id, payments) of everyone paid into an account."""
+    sql = (
+        f"SELECT beneficiary_id, COUNT(*) FROM {TRANSACTIONS} WHERE account_id = ? "
+        "GROUP BY beneficiary_id ORDER BY 2 DESC LIMIT ?"
+    )
+    return [tuple(r) for r in conn.execute(sql, (account_id, limit))]
+
+
+def agent_recent_payouts(conn, agent_id: str, before: int, limit: int = 50) -> list[tuple]:
+    """(transaction_id, beneficiary_id, amount, paid_at) of an agent's payouts up to a time."""
+    sql = (
+        "SELECT transaction_id, beneficiary_id, amount, paid_at FROM "
+        f"{TRANSACTIONS} WHERE agent_id = ? AND paid_at <= ? ORDER BY paid_at DESC LIMIT ?"
+    )
+    return [tuple(r) for r in conn.execute(sql, (agent_id, before, limit))]
+
+
+def filter_options(conn) -> dict:
+    """Schemes, states and (state, district) pairs present in the transactions."""
+    schemes = [r[0] for r in conn.execute(f"SELECT DISTINCT scheme FROM {TRANSACTIONS} ORDER BY 1")]
+    pairs = conn.execute(
+        f"SELECT DISTINCT state, district FROM {BENEFICIARIES} ORDER BY 1, 2"
+    ).fetchall()
+    return {
+        "schemes": schemes,
+        "states": sorted({p[0] for p in pairs}),
+        "districts": [tuple(p) for p in pairs],
+    }
+
+
+def summary_answers(filters: DashboardFilters) -> bool:
+    """True when the daily summary alone can answer these filters."""
+    return not (
+        filters.districts
+        or filters.typologies
+        or filters.search
+        or filters.score_min is not None
+        or filters.score_max is not None
+        or filters.status not in ("all", "alerts")
+    )
+
+
+def _summary_where(filters: DashboardFilters, version: str) -> tuple[str, list]:
+
+    def day(seconds: int) -> str:
+        return datetime.fromtimestamp(seconds + 19_800, UTC).strftime("%Y-%m-%d")
+
+    clauses, params = ["model_version = ?"], [version]
+    if filters.start is not None:
+        clauses.append("day >= ?")
+        params.append(day(filters.start))
+    if filters.end is not None:
+        clauses.append("day < ?")
+        params.append(day(filters.end))
+    for column, values in (("scheme", filters.schemes), ("state", filters.states)):
+        if values:
+            clause, extra = _in(column, values)
+            clauses.append(clause)
+            params += extra
+    return " WHERE " + " AND ".join(clauses), params
+
+
+def summary_kpis(conn, filters: DashboardFilters, version: str) -> dict:
+    """KPIs from the daily summary; open cases from the (small) cases table."""
+    where, params = _summary_where(filters, version)
+    sql = (
+        "SELECT COALESCE(SUM(transactions), 0), COALESCE(SUM(alerts), 0), "
+        f"COALESCE(SUM(alert_amount), 0) FROM {DAILY_SUMMARY}{where}"
+    )
+    total, alerts, at_risk = conn.execute(sql, params).fetchone()
+    clauses, extra = _plain_clauses(filters)
+    closed_sql = (
+        f"SELECT COUNT(*) FROM {CASES} c JOIN {SCORES} s ON s.transaction_id = c.transaction_id "
+        f"AND s.model_version = ? JOIN {TRANSACTIONS} t ON t.transaction_id = c.transaction_id "
+        "WHERE c.disposition IS NOT NULL AND s.is_alert = 1"
+        + "".join(f" AND {clause}" for clause in clauses)
+    )
+    closed = conn.execute(closed_sql, [version, *extra]).fetchone()[0]
+    return {
+        "transactions": total,
+        "alerts": alerts,
+        "amount_at_risk": at_risk,
+        "open_cases": alerts - closed,
+        "scored": total,
+    }
+
+
+def _plain_clauses(filters: DashboardFilters) -> tuple[list[str], list]:
+    """Date, scheme and state conditions on t (for queries that join few rows)."""
+    clauses, params = [], []
+    for clause, value in (("t.paid_at >= ?", filters.start), ("t.paid_at < ?", filters.end)):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    for column, values in (("t.scheme", filters.schemes), ("t.state", filters.states)):
+        if values:
+            clause, extra = _in(column, values)
+            clauses.append(clause)
+            params += extra
+    return clauses, params
+
+
+def summary_daily(conn, filters: DashboardFilters, version: str) -> list[tuple]:
+    """(day, transactions, alerts) from the daily summary."""
+    where, params = _summary_where(filters, version)
+    sql = (
+        f"SELECT day, SUM(transactions), SUM(alerts) FROM {DAILY_SUMMARY}{where} "
+        "GROUP BY day ORDER BY day"
+    )
+    return [tuple(r) for r in conn.execute(sql, params)]
+
+
+def summary_alerts_by(conn, filters: DashboardFilters, version: str, column: str) -> list[tuple]:
+    """(scheme or state, transactions, alerts) from the daily summary."""
+    if column not in ("scheme", "state"):
+        raise ValueError(column)
+    where, params = _summary_where(filters, version)
+    sql = (
+        f"SELECT {column}, SUM(transactions), SUM(alerts) FROM {DAILY_SUMMARY}{where} "
+        f"GROUP BY {column} ORDER BY 3 DESC"
+    )
+    return [tuple(r) for r in conn.execute(sql, params)]

@@ -1,0 +1,244 @@
+"""Registry and transaction writes, and the reads that import, export and the generator need."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from schemewatch.store.schema import (
+    _TRANSACTION_INDEXES,
+    AGENT_COLUMNS,
+    BENEFICIARIES,
+    BENEFICIARY_COLUMNS,
+    ENROLMENT_COLUMNS,
+    ENROLMENTS,
+    GROUND_TRUTH,
+    GROUND_TRUTH_COLUMNS,
+    METADATA,
+    PAYOUT_AGENTS,
+    SCORES,
+    TRANSACTION_COLUMNS,
+    TRANSACTIONS,
+    _create_indexes,
+    _insert_sql,
+)
+
+
+def set_metadata(conn: sqlite3.Connection, key: str, value: str) -> None:
+    """Record a key/value fact about this database (seed, generator version...)."""
+    conn.execute(_insert_sql(METADATA, ("key", "value"), "INSERT OR REPLACE"), (key, value))
+
+
+def get_metadata(conn: sqlite3.Connection, key: str) -> str | None:
+    """Read one metadata value, or None."""
+    row = conn.execute(f"SELECT value FROM {METADATA} WHERE key = ?", (key,)).fetchone()
+    return None if row is None else row[0]
+
+
+def insert_beneficiaries(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
+    """Insert beneficiary registry rows (tuples in BENEFICIARY_COLUMNS order)."""
+    conn.executemany(_insert_sql(BENEFICIARIES, BENEFICIARY_COLUMNS), rows)
+
+
+def insert_enrolments(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
+    """Insert scheme enrolments (tuples in ENROLMENT_COLUMNS order)."""
+    conn.executemany(_insert_sql(ENROLMENTS, ENROLMENT_COLUMNS), rows)
+
+
+def insert_agents(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
+    """Insert payout agents (tuples in AGENT_COLUMNS order)."""
+    conn.executemany(_insert_sql(PAYOUT_AGENTS, AGENT_COLUMNS), rows)
+
+
+def next_transaction_id(conn: sqlite3.Connection) -> int:
+    """The id the next transaction gets; call inside the write transaction that inserts it."""
+    return conn.execute(
+        f"SELECT COALESCE(MAX(transaction_id), 0) + 1 FROM {TRANSACTIONS}"
+    ).fetchone()[0]
+
+
+def insert_transactions(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
+    """Insert transactions (tuples in TRANSACTION_COLUMNS order, ids already assigned)."""
+    conn.executemany(_insert_sql(TRANSACTIONS, TRANSACTION_COLUMNS), rows)
+
+
+def insert_ground_truth(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
+    """Insert evaluation labels (transaction_id, typology, group_id)."""
+    conn.executemany(_insert_sql(GROUND_TRUTH, GROUND_TRUTH_COLUMNS), rows)
+
+
+@contextmanager
+def bulk_load(conn: sqlite3.Connection) -> Iterator[None]:
+    """Drop transaction indexes while filling an empty table, then rebuild them (much faster)."""
+    for name in _TRANSACTION_INDEXES:
+        conn.execute(f"DROP INDEX IF EXISTS {name}")
+    try:
+        yield
+    finally:
+        _create_indexes(conn)
+
+
+def count_rows(conn: sqlite3.Connection, table: str) -> int:
+    """Row count of one of our tables."""
+    if table not in (TRANSACTIONS, BENEFICIARIES, ENROLMENTS, PAYOUT_AGENTS, GROUND_TRUTH, SCORES):
+        raise ValueError(f"unknown table {table}")
+    return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def typology_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Labelled rows per typology."""
+    rows = conn.execute(
+        f"SELECT typology, COUNT(*) FROM {GROUND_TRUTH} GROUP BY typology ORDER BY typology"
+    )
+    return {typology: count for typology, count in rows}
+
+
+def existing_beneficiary_ids(conn: sqlite3.Connection, ids: Iterable[str]) -> set[str]:
+    """Which of these beneficiary ids are already registered."""
+    return _existing(conn, BENEFICIARIES, "beneficiary_id", ids)
+
+
+def existing_external_ids(conn: sqlite3.Connection, ids: Iterable[str]) -> set[str]:
+    """Which of these external transaction ids are already stored."""
+    return _existing(conn, TRANSACTIONS, "external_id", ids)
+
+
+def _existing(conn: sqlite3.Connection, table: str, column: str, values: Iterable[str]) -> set:
+    values = list(dict.fromkeys(values))
+    found: set = set()
+    for start in range(0, len(values), 500):
+        chunk = values[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        sql = f"SELECT {column} FROM {table} WHERE {column} IN ({marks})"
+        found.update(row[0] for row in conn.execute(sql, chunk))
+    return found
+
+
+def beneficiary_homes(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, tuple]:
+    """Home state and district of each registered beneficiary among `ids`."""
+    ids = list(dict.fromkeys(ids))
+    homes: dict[str, tuple] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        sql = (
+            f"SELECT beneficiary_id, state, district FROM {BENEFICIARIES} "
+            f"WHERE beneficiary_id IN ({marks})"
+        )
+        homes.update({row[0]: (row[1], row[2]) for row in conn.execute(sql, chunk)})
+    return homes
+
+
+@dataclass(frozen=True)
+class ExportFilters:
+    """Filters for exporting transactions; None means no restriction."""
+
+    start: int | None = None  # paid_at >= start (unix seconds)
+    end: int | None = None  # paid_at < end
+    scheme: str | None = None
+    state: str | None = None
+
+
+def _export_where(filters: ExportFilters) -> tuple[str, list]:
+    clauses, params = [], []
+    for clause, value in (
+        ("t.paid_at >= ?", filters.start),
+        ("t.paid_at < ?", filters.end),
+        ("t.scheme = ?", filters.scheme),
+        ("t.state = ?", filters.state),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+# Exported columns: everything ingested except our own id and ingestion time.
+EXPORT_COLUMNS = TRANSACTION_COLUMNS[1:-1]
+
+
+def iter_export_rows(
+    conn: sqlite3.Connection, filters: ExportFilters, *, with_labels: bool = False
+) -> Iterator[tuple]:
+    """Stream transactions for export in ingestion order (EXPORT_COLUMNS, then labels)."""
+    where, params = _export_where(filters)
+    label_columns = ", g.typology, g.group_id" if with_labels else ""
+    label_join = (
+        f" LEFT JOIN {GROUND_TRUTH} g ON g.transaction_id = t.transaction_id" if with_labels else ""
+    )
+    sql = (
+        "SELECT COALESCE(t.external_id, 'SW-' || t.transaction_id), t.beneficiary_id, t.scheme, "
+        "t.instalment_period, t.amount, t.paid_at, t.latitude, t.longitude, t.account_id, "
+        f"t.agent_id, t.channel, t.state, t.district{label_columns} "
+        f"FROM {TRANSACTIONS} t{label_join}{where} ORDER BY t.transaction_id"
+    )
+    cursor = conn.execute(sql, params)
+    while batch := cursor.fetchmany(5000):
+        yield from batch
+
+
+def paid_in_periods(conn: sqlite3.Connection, periods: dict[str, str]) -> set[tuple[str, str]]:
+    """(beneficiary_id, scheme) pairs already paid in the given period of each scheme."""
+    paid: set[tuple[str, str]] = set()
+    since = latest_paid_at(conn) or 0
+    sql = (
+        f"SELECT DISTINCT beneficiary_id FROM {TRANSACTIONS} "
+        "WHERE scheme = ? AND paid_at >= ? AND instalment_period = ?"
+    )
+    for scheme, period in periods.items():
+        rows = conn.execute(sql, (scheme, since - 400 * 86_400, period))
+        paid.update((row[0], scheme) for row in rows)
+    return paid
+
+
+def load_agents(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """All payout agents."""
+    return conn.execute(
+        f"SELECT {', '.join(AGENT_COLUMNS)} FROM {PAYOUT_AGENTS} ORDER BY agent_id"
+    ).fetchall()
+
+
+def latest_paid_at(conn: sqlite3.Connection) -> int | None:
+    """Timestamp of the most recent payment, or None for an empty database."""
+    return conn.execute(f"SELECT MAX(paid_at) FROM {TRANSACTIONS}").fetchone()[0]
+
+
+def load_registry(conn: sqlite3.Connection) -> dict[str, list]:
+    """Beneficiaries, enrolments and payout agents, as lists of Rows (for the live feed)."""
+    return {
+        "beneficiaries": conn.execute(
+            f"SELECT {', '.join(BENEFICIARY_COLUMNS)} FROM {BENEFICIARIES} ORDER BY beneficiary_id"
+        ).fetchall(),
+        "enrolments": conn.execute(
+            f"SELECT {', '.join(ENROLMENT_COLUMNS)} FROM {ENROLMENTS} "
+            "ORDER BY beneficiary_id, scheme"
+        ).fetchall(),
+        "agents": load_agents(conn),
+    }
+
+
+def mark_deceased(conn: sqlite3.Connection, beneficiary_id: str, date_of_death: str) -> None:
+    """Record a beneficiary's death in the registry."""
+    conn.execute(
+        f"UPDATE {BENEFICIARIES} SET status = 'deceased', date_of_death = ? "
+        "WHERE beneficiary_id = ?",
+        (date_of_death, beneficiary_id),
+    )
+
+
+def max_group_number(conn: sqlite3.Connection) -> int:
+    """Highest numeric anomaly group id in the ground truth (group ids look like G000123)."""
+    sql = f"SELECT MAX(CAST(SUBSTR(group_id, 2) AS INTEGER)) FROM {GROUND_TRUTH}"
+    return conn.execute(sql).fetchone()[0] or 0
+
+
+def existing_enrolments(conn: sqlite3.Connection, pairs) -> set[tuple[str, str]]:
+    """Which (beneficiary_id, scheme) pairs are already enrolled."""
+    found: set[tuple[str, str]] = set()
+    sql = f"SELECT 1 FROM {ENROLMENTS} WHERE beneficiary_id = ? AND scheme = ?"
+    for pair in pairs:
+        if conn.execute(sql, pair).fetchone() is not None:
+            found.add(tuple(pair))
+    return found

@@ -1,0 +1,351 @@
+"""The schema, its migrations and the one `connect()`: WAL, busy timeout, foreign keys, rows."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from schemewatch.errors import DatabaseError, SchemaVersionError
+
+TRANSACTIONS = "transactions"
+BENEFICIARIES = "beneficiaries"
+ENROLMENTS = "enrolments"
+PAYOUT_AGENTS = "payout_agents"
+GROUND_TRUTH = "ground_truth"
+METADATA = "metadata"
+
+# Columns of an ingested transaction, in insert order (transaction_id is assigned by the store).
+TRANSACTION_COLUMNS = (
+    "transaction_id",
+    "external_id",
+    "beneficiary_id",
+    "scheme",
+    "instalment_period",
+    "amount",
+    "paid_at",
+    "latitude",
+    "longitude",
+    "account_id",
+    "agent_id",
+    "channel",
+    "state",
+    "district",
+    "ingested_at",
+)
+# What feature computation reads from a transaction: never labels, never ingestion details.
+SCORING_COLUMNS = (TRANSACTION_COLUMNS[0], *TRANSACTION_COLUMNS[2:12])
+BENEFICIARY_COLUMNS = (
+    "beneficiary_id",
+    "state",
+    "district",
+    "home_latitude",
+    "home_longitude",
+    "account_id",
+    "account_masked",
+    "phone_hash",
+    "enrolled_by",
+    "enrolled_on",
+    "status",
+    "date_of_death",
+    "registered_at",
+)
+ENROLMENT_COLUMNS = ("beneficiary_id", "scheme", "entitlement", "enrolled_on")
+AGENT_COLUMNS = ("agent_id", "state", "district", "latitude", "longitude", "market_weekday")
+GROUND_TRUTH_COLUMNS = ("transaction_id", "typology", "group_id")
+
+_INITIAL_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {METADATA} (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {BENEFICIARIES} (
+    beneficiary_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    district TEXT NOT NULL,
+    home_latitude REAL NOT NULL,
+    home_longitude REAL NOT NULL,
+    account_id TEXT,
+    account_masked TEXT,
+    phone_hash TEXT,
+    enrolled_by TEXT,
+    enrolled_on TEXT,
+    status TEXT NOT NULL DEFAULT 'active'
+        CHECK (status IN ('active', 'deceased', 'suspended')),
+    date_of_death TEXT,
+    registered_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {ENROLMENTS} (
+    beneficiary_id TEXT NOT NULL REFERENCES {BENEFICIARIES}(beneficiary_id),
+    scheme TEXT NOT NULL,
+    entitlement REAL NOT NULL CHECK (entitlement > 0),
+    enrolled_on TEXT,
+    PRIMARY KEY (beneficiary_id, scheme)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS {PAYOUT_AGENTS} (
+    agent_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    district TEXT NOT NULL,
+    latitude REAL NOT NULL,
+    longitude REAL NOT NULL,
+    market_weekday INTEGER
+);
+CREATE TABLE IF NOT EXISTS {TRANSACTIONS} (
+    transaction_id INTEGER PRIMARY KEY,
+    external_id TEXT UNIQUE,
+    beneficiary_id TEXT NOT NULL REFERENCES {BENEFICIARIES}(beneficiary_id),
+    scheme TEXT NOT NULL,
+    instalment_period TEXT NOT NULL,
+    amount REAL NOT NULL,
+    paid_at INTEGER NOT NULL,
+    latitude REAL NOT NULL,
+    longitude REAL NOT NULL,
+    account_id TEXT,
+    agent_id TEXT,
+    channel TEXT,
+    state TEXT NOT NULL,
+    district TEXT NOT NULL,
+    ingested_at REAL NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS transactions_are_append_only_update
+BEFORE UPDATE ON {TRANSACTIONS}
+BEGIN SELECT RAISE(ABORT, 'transactions are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS transactions_are_append_only_delete
+BEFORE DELETE ON {TRANSACTIONS}
+BEGIN SELECT RAISE(ABORT, 'transactions are append-only'); END;
+CREATE TABLE IF NOT EXISTS {GROUND_TRUTH} (
+    transaction_id INTEGER PRIMARY KEY REFERENCES {TRANSACTIONS}(transaction_id),
+    typology TEXT NOT NULL,
+    group_id TEXT NOT NULL
+);
+"""
+
+_TRANSACTION_INDEXES = {
+    "idx_transactions_paid_at": "(paid_at)",
+    "idx_transactions_scheme_paid_at": "(scheme, paid_at)",
+    "idx_transactions_state_paid_at": "(state, paid_at)",
+    "idx_transactions_beneficiary_paid_at": "(beneficiary_id, paid_at)",
+    "idx_transactions_account_paid_at": "(account_id, paid_at)",
+    "idx_transactions_agent_paid_at": "(agent_id, paid_at)",
+}
+_OTHER_INDEXES = {
+    "idx_beneficiaries_phone": f"{BENEFICIARIES}(phone_hash)",
+    "idx_beneficiaries_operator": f"{BENEFICIARIES}(enrolled_by, enrolled_on)",
+    "idx_ground_truth_typology": f"{GROUND_TRUTH}(typology)",
+}
+
+
+def _create_indexes(conn: sqlite3.Connection) -> None:
+    for name, columns in _TRANSACTION_INDEXES.items():
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {TRANSACTIONS}{columns}")
+    for name, target in _OTHER_INDEXES.items():
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {target}")
+
+
+def _migration_initial(conn: sqlite3.Connection) -> None:
+    # executescript() would commit the surrounding transaction, so run statement by statement.
+    for statement in _INITIAL_SCHEMA.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+    _create_indexes(conn)
+
+
+SCORES = "scores"
+
+_SCORES_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {SCORES} (
+    model_version TEXT NOT NULL,
+    transaction_id INTEGER NOT NULL REFERENCES {TRANSACTIONS}(transaction_id),
+    score REAL NOT NULL,
+    threshold REAL NOT NULL,
+    is_alert INTEGER NOT NULL CHECK (is_alert IN (0, 1)),
+    reasons TEXT,
+    resembles TEXT,
+    scored_at REAL NOT NULL,
+    PRIMARY KEY (model_version, transaction_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_scores_alerts ON {SCORES}(model_version, score) WHERE is_alert = 1
+"""
+
+
+def _migration_scores(conn: sqlite3.Connection) -> None:
+    for statement in _SCORES_SCHEMA.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+AUDIT_LOG = "audit_log"
+AUDIT_COLUMNS = ("at", "actor", "action", "target", "old_value", "new_value", "details")
+
+_AUDIT_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {AUDIT_LOG} (
+    entry_id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    old_value TEXT,
+    new_value TEXT,
+    details TEXT
+);
+CREATE TRIGGER IF NOT EXISTS audit_log_is_append_only_update
+BEFORE UPDATE ON {AUDIT_LOG}
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_log_is_append_only_delete
+BEFORE DELETE ON {AUDIT_LOG}
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE INDEX IF NOT EXISTS idx_audit_log_at ON {AUDIT_LOG}(at)
+"""
+
+
+def _migration_audit_log(conn: sqlite3.Connection) -> None:
+    for statement in _AUDIT_SCHEMA.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+CASES = "cases"
+DISPOSITIONS = ("confirmed_fraud", "false_positive", "needs_information")
+
+_CASES_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {CASES} (
+    transaction_id INTEGER PRIMARY KEY REFERENCES {TRANSACTIONS}(transaction_id),
+    claimed_by TEXT,
+    disposition TEXT CHECK (disposition IN {DISPOSITIONS!r}),
+    note TEXT,
+    updated_by TEXT NOT NULL,
+    updated_at REAL NOT NULL
+)
+"""
+
+
+def _migration_cases(conn: sqlite3.Connection) -> None:
+    conn.execute(_CASES_SCHEMA)
+
+
+DAILY_SUMMARY = "daily_summary"
+SUMMARY_COLUMNS = (
+    "model_version",
+    "day",
+    "scheme",
+    "state",
+    "transactions",
+    "amount",
+    "alerts",
+    "alert_amount",
+)
+_SUMMARY_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {DAILY_SUMMARY} (
+    model_version TEXT NOT NULL,
+    day TEXT NOT NULL,
+    scheme TEXT NOT NULL,
+    state TEXT NOT NULL,
+    transactions INTEGER NOT NULL,
+    amount REAL NOT NULL,
+    alerts INTEGER NOT NULL,
+    alert_amount REAL NOT NULL,
+    PRIMARY KEY (model_version, day, scheme, state)
+) WITHOUT ROWID
+"""
+
+
+def _migration_summary(conn: sqlite3.Connection) -> None:
+    conn.execute(_SUMMARY_SCHEMA)
+
+
+# Named, ordered migrations; a database records the last one applied in PRAGMA user_version.
+MIGRATIONS = (
+    ("initial schema", _migration_initial),
+    ("model scores", _migration_scores),
+    ("audit log", _migration_audit_log),
+    ("alert cases", _migration_cases),
+    ("daily summary kept by the monitor", _migration_summary),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def connect(path: Path | str, *, readonly: bool = False, busy_timeout_ms: int = 10_000):
+    """Open the database with WAL, busy timeout, foreign keys and Row results."""
+    path = Path(path)
+    try:
+        if readonly:
+            if not path.exists():
+                raise DatabaseError(f"database {path} does not exist; run generate_database.py")
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        else:
+            conn = sqlite3.connect(path, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA cache_size=-262144")
+        # Fewer, larger checkpoints: bulk writes (backfill, generator) spend less time in fsync.
+        conn.execute("PRAGMA wal_autocheckpoint=16384")
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"cannot open database {path}: {exc}") from exc
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def open_database(path: Path | str, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
+    """Connect for writing and bring the schema up to date."""
+    conn = connect(path, busy_timeout_ms=busy_timeout_ms)
+    migrate(conn)
+    return conn
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The number of migrations this database has applied."""
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply pending migrations in order, each in its own write transaction."""
+    current = schema_version(conn)
+    if current > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"database schema version {current} is newer than this Schemewatch "
+            f"({SCHEMA_VERSION}); upgrade Schemewatch"
+        )
+    for version, (_name, apply) in enumerate(MIGRATIONS[current:], start=current + 1):
+        with write_transaction(conn):
+            apply(conn)
+            conn.execute(f"PRAGMA user_version={version}")
+    return schema_version(conn)
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception; lock errors made readable."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise DatabaseError(f"database is busy or locked ({exc}); try again shortly") from exc
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        conn.execute("ROLLBACK")
+        raise DatabaseError(f"could not commit: {exc}") from exc
+
+
+def _insert_sql(table: str, columns: tuple[str, ...], verb: str = "INSERT") -> str:
+    placeholders = ", ".join("?" for _ in columns)
+    return f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
+
+
+def now() -> float:
+    """Wall-clock unix seconds, the one clock ingestion uses."""
+    return time.time()
+
+
+def utc_iso(seconds: float) -> str:
+    """Unix seconds as an ISO 8601 UTC string."""
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="seconds")

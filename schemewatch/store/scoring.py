@@ -1,0 +1,208 @@
+"""Bulk reads for scoring and the writes of scores and the daily summary."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from schemewatch.errors import DatabaseError
+from schemewatch.store.schema import (
+    BENEFICIARIES,
+    DAILY_SUMMARY,
+    ENROLMENTS,
+    GROUND_TRUTH,
+    SCORES,
+    SCORING_COLUMNS,
+    SUMMARY_COLUMNS,
+    TRANSACTIONS,
+    _insert_sql,
+    connect,
+    write_transaction,
+)
+
+# -- bulk reads for scoring --------------------------------------------------------------------
+# Large reads go through ADBC/Arrow (several times faster than building Python tuples), but only
+# in a separate process: its driver links a private copy of SQLite, and two SQLite copies in one
+# process break each other's POSIX locks (we lost WAL writes when we tried it in-process).
+
+SCORE_COLUMNS = (
+    "model_version",
+    "transaction_id",
+    "score",
+    "threshold",
+    "is_alert",
+    "reasons",
+    "resembles",
+    "scored_at",
+)
+SUBPROCESS_READ_ROWS = 50_000
+
+
+def read_frame(path: Path | str, sql: str, params: tuple = ()):
+    """Run a read-only query on its own sqlite3 connection; returns a pandas DataFrame."""
+    import pandas as pd
+
+    conn = connect(path, readonly=True)
+    conn.row_factory = None
+    try:
+        cursor = conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        return pd.DataFrame.from_records(cursor.fetchall(), columns=names)
+    except sqlite3.OperationalError as exc:
+        raise DatabaseError(f"cannot read {path}: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def start_read_in_subprocess(path: Path | str, sql: str, params: tuple = ()):
+    """Start reading through ADBC in a child process; call the result to get the DataFrame.
+
+    The query runs on the other core while the caller does other work.
+    """
+    import json
+    import subprocess
+    import sys
+
+    path = Path(path)
+    if not path.exists():
+        raise DatabaseError(f"database {path} does not exist; run generate_database.py")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "schemewatch.arrow_reader", str(path.resolve())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    child.stdin.write(json.dumps({"sql": sql, "params": list(params)}).encode())
+    child.stdin.close()
+    child.stdin = None  # so communicate() does not touch it again
+
+    def finish():
+        import pyarrow as pa
+
+        output, errors = child.communicate()
+        if child.returncode != 0:
+            last_line = (errors.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+            raise DatabaseError(f"cannot read {path}: {last_line}")
+        return pa.ipc.open_stream(output).read_all().to_pandas()
+
+    return finish
+
+
+def transactions_for_scoring(path: Path | str, after_id: int, through_id: int | None = None):
+    """Transactions with after_id < transaction_id <= through_id, for feature computation."""
+    return start_transactions_read(path, after_id, through_id)()
+
+
+def start_transactions_read(path: Path | str, after_id: int, through_id: int | None = None):
+    """Begin reading transactions for scoring; call the result to get the DataFrame."""
+    upper = "" if through_id is None else " AND transaction_id <= ?"
+    params = (after_id,) if through_id is None else (after_id, through_id)
+    sql = (
+        f"SELECT {', '.join(SCORING_COLUMNS)}, state FROM {TRANSACTIONS} "
+        f"WHERE transaction_id > ?{upper} ORDER BY transaction_id"
+    )
+    expected = (through_id if through_id is not None else 10**12) - after_id
+    if expected >= SUBPROCESS_READ_ROWS:
+        conn = connect(path, readonly=True)
+        try:
+            last = last_transaction_id(conn)
+        finally:
+            conn.close()
+        expected = min(expected, last - after_id)
+    if expected >= SUBPROCESS_READ_ROWS:
+        return start_read_in_subprocess(path, sql, params)
+    frame = read_frame(path, sql, params)
+    return lambda: frame
+
+
+def ground_truth_frame(path: Path | str):
+    """Every labelled transaction (evaluation only: training and scoring never call this)."""
+    return read_frame(path, f"SELECT transaction_id, typology, group_id FROM {GROUND_TRUTH}")
+
+
+_REGISTRY_CONTEXT = f"""
+SELECT b.beneficiary_id, b.home_latitude, b.home_longitude, b.date_of_death,
+    (SELECT COUNT(*) FROM {BENEFICIARIES} p WHERE p.phone_hash = b.phone_hash)
+        AS phone_sharers,
+    (SELECT COUNT(*) FROM {BENEFICIARIES} t INDEXED BY idx_beneficiaries_phone
+        WHERE t.phone_hash = b.phone_hash
+        AND t.enrolled_by = b.enrolled_by
+        AND t.enrolled_on BETWEEN date(b.enrolled_on, '-1 day') AND date(b.enrolled_on, '+1 day'))
+        AS phone_sharers_enrolled_together,
+    (SELECT COUNT(*) FROM {BENEFICIARIES} o WHERE o.enrolled_by = b.enrolled_by
+        AND o.enrolled_on BETWEEN date(b.enrolled_on, '-1 day') AND date(b.enrolled_on, '+1 day'))
+        AS operator_enrolments_same_days
+FROM {BENEFICIARIES} b"""
+
+
+def registry_context(conn: sqlite3.Connection, beneficiary_ids=None) -> list[tuple]:
+    """Home, death and enrolment context per beneficiary (all, or only those given)."""
+    if beneficiary_ids is None:
+        return [tuple(r) for r in conn.execute(_REGISTRY_CONTEXT)]
+    return _by_ids(
+        conn, _REGISTRY_CONTEXT + " WHERE b.beneficiary_id IN ({marks})", beneficiary_ids
+    )
+
+
+def entitlements(conn: sqlite3.Connection, beneficiary_ids=None) -> list[tuple]:
+    """(beneficiary_id, scheme, entitlement) for all enrolments, or those of some beneficiaries."""
+    sql = f"SELECT beneficiary_id, scheme, entitlement FROM {ENROLMENTS}"
+    if beneficiary_ids is None:
+        return [tuple(r) for r in conn.execute(sql)]
+    return _by_ids(conn, sql + " WHERE beneficiary_id IN ({marks})", beneficiary_ids)
+
+
+def _by_ids(conn: sqlite3.Connection, template: str, ids) -> list[tuple]:
+    ids = list(dict.fromkeys(ids))
+    rows: list[tuple] = []
+    for start in range(0, len(ids), 900):
+        chunk = ids[start : start + 900]
+        sql = template.format(marks=", ".join("?" for _ in chunk))
+        rows.extend(tuple(r) for r in conn.execute(sql, chunk))
+    return rows
+
+
+def scored_through(conn: sqlite3.Connection, model_version: str) -> int:
+    """Highest transaction id scored by this model version (0 if none)."""
+    sql = f"SELECT MAX(transaction_id) FROM {SCORES} WHERE model_version = ?"
+    return conn.execute(sql, (model_version,)).fetchone()[0] or 0
+
+
+def last_transaction_id(conn: sqlite3.Connection) -> int:
+    """Highest transaction id stored (0 for an empty table)."""
+    return conn.execute(f"SELECT COALESCE(MAX(transaction_id), 0) FROM {TRANSACTIONS}").fetchone()[
+        0
+    ]
+
+
+def insert_scores(conn: sqlite3.Connection, rows) -> None:
+    """Insert score rows (SCORE_COLUMNS order); the primary key refuses a second score."""
+    conn.executemany(_insert_sql(SCORES, SCORE_COLUMNS), rows)
+
+
+def record_scores(conn: sqlite3.Connection, rows, summary) -> None:
+    """Insert score rows and add them to the daily summary, in one commit.
+
+    The transaction ids come from the append-only transactions table the monitor has just read,
+    so the per-row foreign-key lookup is skipped for this write (it costs a fifth of a backfill);
+    the primary key still refuses a second score.
+    """
+    conn.execute("PRAGMA foreign_keys=OFF")
+    try:
+        with write_transaction(conn):
+            insert_scores(conn, rows)
+            add_to_summary(conn, summary)
+    finally:
+        conn.execute("PRAGMA foreign_keys=ON")
+
+
+def add_to_summary(conn, rows) -> None:
+    """Add per (version, day, scheme, state) counts to the daily summary (SUMMARY_COLUMNS order)."""
+    sql = (
+        _insert_sql(DAILY_SUMMARY, SUMMARY_COLUMNS)
+        + " ON CONFLICT(model_version, day, scheme, state) DO UPDATE SET "
+        "transactions = transactions + excluded.transactions, "
+        "amount = amount + excluded.amount, alerts = alerts + excluded.alerts, "
+        "alert_amount = alert_amount + excluded.alert_amount"
+    )
+    conn.executemany(sql, rows)
