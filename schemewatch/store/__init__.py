@@ -12,8 +12,9 @@ from schemewatch.store.audit import (  # noqa: F401
     last_audit_time,
 )
 from schemewatch.store.cases import (  # noqa: F401
+    append_case_event,
+    case_history,
     get_case,
-    save_case,
     scores_with_labels,
 )
 from schemewatch.store.dashboard import (  # noqa: F401
@@ -64,12 +65,21 @@ from schemewatch.store.ingest import (  # noqa: F401
     set_metadata,
     typology_counts,
 )
+from schemewatch.store.integrity import (  # noqa: F401
+    ChainStatus,
+    IntegrityReport,
+    has_trail,
+    summary_line,
+    verify,
+)
 from schemewatch.store.schema import (  # noqa: F401
     AGENT_COLUMNS,
     AUDIT_COLUMNS,
     AUDIT_LOG,
     BENEFICIARIES,
     BENEFICIARY_COLUMNS,
+    CASE_COLUMNS,
+    CASE_EVENTS,
     CASES,
     DAILY_SUMMARY,
     DISPOSITIONS,
@@ -84,6 +94,7 @@ from schemewatch.store.schema import (  # noqa: F401
     SCORES,
     SCORING_COLUMNS,
     SUMMARY_COLUMNS,
+    TRANSACTION_BATCHES,
     TRANSACTION_COLUMNS,
     TRANSACTIONS,
     connect,

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from schemewatch.store.integrity import seal_batch
 from schemewatch.store.schema import (
     _TRANSACTION_INDEXES,
     AGENT_COLUMNS,
@@ -60,8 +61,14 @@ def next_transaction_id(conn: sqlite3.Connection) -> int:
 
 
 def insert_transactions(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
-    """Insert transactions (tuples in TRANSACTION_COLUMNS order, ids already assigned)."""
+    """Insert transactions (tuples in TRANSACTION_COLUMNS order, ids already assigned).
+
+    The rows are sealed as one hash-chained batch in the same write transaction, so every
+    writer (generator, importer, live feed) leaves a tamper-evident trail.
+    """
+    rows = rows if isinstance(rows, list) else list(rows)
     conn.executemany(_insert_sql(TRANSACTIONS, TRANSACTION_COLUMNS), rows)
+    seal_batch(conn, rows)
 
 
 def insert_ground_truth(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:

@@ -1,0 +1,107 @@
+"""The fixed serialisations behind the tamper-evident trail, and their SHA-256 hashes.
+
+Chained rows (audit entries, case events): `hash = SHA-256(previous_hash + "\\n" + canonical)`
+where `canonical` is the JSON array of the row's columns in their documented order (id first),
+UTF-8, no spaces (`json.dumps(values, ensure_ascii=False, separators=(",", ":"))`); integers as
+integers, reals as Python's shortest round-trip repr, text as JSON strings, NULL as `null`. The
+first row chains from GENESIS.
+
+Transaction batches: `hash = SHA-256(previous_hash + "\\n" + header + "\\n" + chunks)` where
+`header` is the JSON array [batch_id, first_id, last_id, row_count, sealed_at] and the rows, in
+transaction_id order, are cut into chunks of CHUNK_ROWS; each chunk is written column by column in
+TRANSACTION_COLUMNS order: integer columns as little-endian signed 64-bit, real columns as
+little-endian IEEE 754 doubles, text columns as one JSON array of the column's values plus "\\n".
+Column-wise packing is what keeps sealing a million rows cheap.
+
+Values are first normalised to what SQLite stores under each column's affinity, so the hash taken
+from the tuples being inserted equals the hash of the rows read back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from array import array
+from collections.abc import Sequence
+
+GENESIS = "0" * 64
+CHUNK_ROWS = 65_536
+
+INTEGER, REAL, TEXT = "integer", "real", "text"
+
+
+def canonical_json(values: Sequence) -> str:
+    """The fixed JSON form of one row's values."""
+    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+
+
+def chain_hash(previous_hash: str, values: Sequence) -> str:
+    """SHA-256 of the previous hash and one row's canonical form."""
+    text = f"{previous_hash}\n{canonical_json(values)}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _as_integer(value):
+    if type(value) is int:
+        return value
+    if isinstance(value, bool | int):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def _as_real(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _as_text(value):
+    if value is None or type(value) is str:
+        return value
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"expected text, got {value!r}")
+
+
+_NORMALISE = {INTEGER: _as_integer, REAL: _as_real, TEXT: _as_text}
+_TEXT_TYPES = {str, type(None)}
+
+
+def normalise(kinds: Sequence[str], values: Sequence) -> tuple:
+    """One row's values as SQLite stores them under each column's affinity."""
+    return tuple(_NORMALISE[kind](value) for kind, value in zip(kinds, values, strict=True))
+
+
+def normalise_column(kind: str, column: Sequence) -> Sequence:
+    """A whole column as SQLite stores it; untouched (and cheap) when it already is."""
+    if kind == TEXT and not set(map(type, column)) <= _TEXT_TYPES:
+        return [_as_text(value) for value in column]
+    return column
+
+
+def _packed(kind: str, column: Sequence) -> bytes:
+    if kind == TEXT:
+        return canonical_json(column).encode("utf-8") + b"\n"
+    try:  # array() accepts exactly what SQLite's affinity stores as-is (ints for 'q')
+        packed = array("q" if kind == INTEGER else "d", column)
+    except TypeError:
+        packed = array("q" if kind == INTEGER else "d", map(_NORMALISE[kind], column))
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def batch_hasher(previous_hash: str, header: Sequence):
+    """A SHA-256 fed with the previous hash and a batch's header; add chunks with add_chunk()."""
+    digest = hashlib.sha256()
+    digest.update(f"{previous_hash}\n{canonical_json(header)}\n".encode())
+    return digest
+
+
+def add_chunk(digest, kinds: Sequence[str], columns: Sequence[Sequence]) -> None:
+    """Feed one chunk (at most CHUNK_ROWS rows, as normalised columns) into a batch hash."""
+    for kind, column in zip(kinds, columns, strict=True):
+        digest.update(_packed(kind, column))
