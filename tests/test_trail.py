@@ -284,3 +284,26 @@ def test_migration_chains_existing_entries_turns_cases_into_events_and_seals_row
     with pytest.raises(triage.NotAllowed, match="set by a supervisor"):
         triage.update_case(conn, 2, "asha", "auditor", disposition="false_positive")
     assert store.scores_with_labels(conn, "none") == []  # the cases view serves old queries
+
+
+def test_sealing_awkward_text_still_verifies_and_moving_text_between_rows_is_caught(
+    generated_db, conn
+):
+    first = store.next_transaction_id(conn)
+    row = tuple(conn.execute("SELECT * FROM transactions WHERE transaction_id = 1").fetchone())
+    awkward = [("A\x00B", None), ("", "AG-1"), ("ACC", None)]  # NUL inside, empty, NULL mixes
+    rows = [
+        (first + i, None, *row[2:9], account, agent, 7, *row[12:])  # 7: a number as channel
+        for i, (account, agent) in enumerate(awkward)
+    ]
+    with store.write_transaction(conn):
+        store.insert_transactions(conn, rows)
+    assert store.verify(conn).ok
+    raw = _raw(generated_db)
+    moved = "UPDATE transactions SET account_id = ? WHERE transaction_id = ?"
+    raw.execute(moved, ("A", first))
+    raw.execute(moved, ("\x00B", first + 1))
+    assert store.verify(conn).problems == [
+        f"transaction batch 2 (transactions {first}-{first + 2}) was changed: "
+        "its rows no longer match its hash"
+    ]

@@ -10,8 +10,10 @@ Transaction batches: `hash = SHA-256(previous_hash + "\\n" + header + "\\n" + ch
 `header` is the JSON array [batch_id, first_id, last_id, row_count, sealed_at] and the rows, in
 transaction_id order, are cut into chunks of CHUNK_ROWS; each chunk is written column by column in
 TRANSACTION_COLUMNS order: integer columns as little-endian signed 64-bit, real columns as
-little-endian IEEE 754 doubles, text columns as one JSON array of the column's values plus "\\n".
-Column-wise packing is what keeps sealing a million rows cheap.
+little-endian IEEE 754 doubles; a text column as an 8-byte little-endian length and then `N` (all
+NULL), or `T` + the UTF-8 values joined by NUL (no NULL), or `M` + one byte per row (1 = NULL) +
+the values joined by NUL with NULL as empty (some NULL), or `J` + the canonical JSON array (when a
+value itself holds NUL). Column-wise packing is what keeps sealing a million rows cheap.
 
 Values are first normalised to what SQLite stores under each column's affinity, so the hash taken
 from the tuples being inserted equals the hash of the rows read back.
@@ -24,6 +26,8 @@ import json
 import sys
 from array import array
 from collections.abc import Sequence
+from itertools import repeat
+from operator import is_
 
 GENESIS = "0" * 64
 CHUNK_ROWS = 65_536
@@ -67,7 +71,6 @@ def _as_text(value):
 
 
 _NORMALISE = {INTEGER: _as_integer, REAL: _as_real, TEXT: _as_text}
-_TEXT_TYPES = {str, type(None)}
 
 
 def normalise(kinds: Sequence[str], values: Sequence) -> tuple:
@@ -75,17 +78,30 @@ def normalise(kinds: Sequence[str], values: Sequence) -> tuple:
     return tuple(_NORMALISE[kind](value) for kind, value in zip(kinds, values, strict=True))
 
 
-def normalise_column(kind: str, column: Sequence) -> Sequence:
-    """A whole column as SQLite stores it; untouched (and cheap) when it already is."""
-    if kind == TEXT and not set(map(type, column)) <= _TEXT_TYPES:
-        return [_as_text(value) for value in column]
-    return column
+def _packed_text(column: Sequence) -> bytes:
+    nulls = column.count(None)
+    if nulls == len(column):
+        body = b"N"
+    else:
+        values = ["" if value is None else value for value in column] if nulls else column
+        try:
+            joined = "\x00".join(values)
+        except TypeError:  # numbers given for a text column: SQLite stores them as text
+            values = ["" if value is None else _as_text(value) for value in column]
+            joined = "\x00".join(values)
+        if joined.count("\x00") != len(values) - 1:  # a value holds NUL itself
+            body = b"J" + canonical_json([_as_text(value) for value in column]).encode("utf-8")
+        elif nulls:
+            body = b"M" + bytes(map(is_, column, repeat(None))) + joined.encode("utf-8")
+        else:
+            body = b"T" + joined.encode("utf-8")
+    return len(body).to_bytes(8, "little") + body
 
 
 def _packed(kind: str, column: Sequence) -> bytes:
     if kind == TEXT:
-        return canonical_json(column).encode("utf-8") + b"\n"
-    try:  # array() accepts exactly what SQLite's affinity stores as-is (ints for 'q')
+        return _packed_text(column)
+    try:  # array() takes exactly what SQLite's affinity stores unchanged (ints only for 'q')
         packed = array("q" if kind == INTEGER else "d", column)
     except TypeError:
         packed = array("q" if kind == INTEGER else "d", map(_NORMALISE[kind], column))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from schemewatch.store.integrity import seal_batch
 from schemewatch.store.schema import (
     _TRANSACTION_INDEXES,
+    _TRANSACTIONS_NOT_REPLACED,
     AGENT_COLUMNS,
     BENEFICIARIES,
     BENEFICIARY_COLUMNS,
@@ -22,6 +23,7 @@ from schemewatch.store.schema import (
     SCORES,
     TRANSACTION_COLUMNS,
     TRANSACTIONS,
+    TRANSACTIONS_NOT_REPLACED,
     _create_indexes,
     _insert_sql,
 )
@@ -78,13 +80,21 @@ def insert_ground_truth(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None
 
 @contextmanager
 def bulk_load(conn: sqlite3.Connection) -> Iterator[None]:
-    """Drop transaction indexes while filling an empty table, then rebuild them (much faster)."""
+    """Drop transaction indexes while filling an empty table, then rebuild them (much faster).
+
+    The per-row trigger refusing INSERT OR REPLACE is also dropped and restored: the caller holds
+    the write transaction throughout, so no other connection ever sees the table without it.
+    """
+    if not conn.in_transaction:
+        raise RuntimeError("bulk_load() runs inside the write transaction that fills the table")
     for name in _TRANSACTION_INDEXES:
         conn.execute(f"DROP INDEX IF EXISTS {name}")
+    conn.execute(f"DROP TRIGGER IF EXISTS {TRANSACTIONS_NOT_REPLACED}")
     try:
         yield
     finally:
         _create_indexes(conn)
+        conn.execute(_TRANSACTIONS_NOT_REPLACED)
 
 
 def count_rows(conn: sqlite3.Connection, table: str) -> int:

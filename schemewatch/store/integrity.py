@@ -20,7 +20,6 @@ from schemewatch.store.hashing import (
     batch_hasher,
     chain_hash,
     normalise,
-    normalise_column,
 )
 from schemewatch.store.schema import (
     AUDIT_CHAIN,
@@ -136,12 +135,9 @@ def seal_batch(conn: sqlite3.Connection, rows: list[tuple]) -> None:
     header = (last_batch + 1, ids[0], ids[-1], len(rows), now())
     digest = batch_hasher(previous, header)
     for start in range(0, len(rows), CHUNK_ROWS):
-        columns = zip(*rows[start : start + CHUNK_ROWS], strict=True)
-        normalised = [
-            normalise_column(kind, column)
-            for kind, column in zip(TRANSACTION_KINDS, columns, strict=True)
-        ]
-        add_chunk(digest, TRANSACTION_KINDS, normalised)
+        add_chunk(
+            digest, TRANSACTION_KINDS, list(zip(*rows[start : start + CHUNK_ROWS], strict=True))
+        )
     _write_batch(conn, header, previous, digest)
 
 
@@ -280,7 +276,10 @@ def _batch_problem(conn, batch: tuple, previous: str, previous_batch: int) -> st
         if batch_id > previous_batch + 1:
             return f"transaction batch {_id_range(previous_batch + 1, batch_id - 1)} was removed"
         return f"{name} was inserted or changed (it does not chain from batch {previous_batch})"
-    digest, count = _hash_stored(conn, previous, batch[:5])
+    try:
+        digest, count = _hash_stored(conn, previous, batch[:5])
+    except ValueError:
+        return f"{name} was changed: a row holds a value of the wrong type"
     if count < row_count:
         missing = _first_missing(conn, first_id, last_id)
         return f"transaction {missing} was removed from {name}"

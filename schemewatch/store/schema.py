@@ -319,6 +319,17 @@ def _append_only(table: str, key: str, message: str, extra: str = "") -> list[st
     ]
 
 
+TRANSACTIONS_NOT_REPLACED = "transactions_are_append_only_replace"
+_TRANSACTIONS_NOT_REPLACED = _refuse(
+    TRANSACTIONS_NOT_REPLACED,
+    "BEFORE INSERT",
+    TRANSACTIONS,
+    f"EXISTS (SELECT 1 FROM {TRANSACTIONS} WHERE transaction_id = NEW.transaction_id) "
+    f"OR (NEW.external_id IS NOT NULL AND EXISTS "
+    f"(SELECT 1 FROM {TRANSACTIONS} WHERE external_id = NEW.external_id))",
+    "transactions are append-only",
+)
+
 _TRAIL_SCHEMA = [
     f"""CREATE TABLE IF NOT EXISTS {CASE_EVENTS} (
     event_id INTEGER PRIMARY KEY,
@@ -351,15 +362,7 @@ _TRAIL_SCHEMA = [
     hash TEXT NOT NULL
 )""",
     *_append_only(TRANSACTION_BATCHES, "batch_id", "transaction batches are append-only"),
-    _refuse(
-        "transactions_are_append_only_replace",
-        "BEFORE INSERT",
-        TRANSACTIONS,
-        f"EXISTS (SELECT 1 FROM {TRANSACTIONS} WHERE transaction_id = NEW.transaction_id) "
-        f"OR (NEW.external_id IS NOT NULL AND EXISTS "
-        f"(SELECT 1 FROM {TRANSACTIONS} WHERE external_id = NEW.external_id))",
-        "transactions are append-only",
-    ),
+    _TRANSACTIONS_NOT_REPLACED,
     *_append_only(AUDIT_LOG, "entry_id", "the audit log is append-only")[2:],
 ]
 # The current state of each case: its latest event. A view, so Overview KPIs, the alert queue,
