@@ -307,3 +307,12 @@ def test_sealing_awkward_text_still_verifies_and_moving_text_between_rows_is_cau
         f"transaction batch 2 (transactions {first}-{first + 2}) was changed: "
         "its rows no longer match its hash"
     ]
+
+
+def test_verify_names_a_rewritten_case_event_and_the_cases_view_cannot_hide_it(generated_db):
+    conn = store.open_database(generated_db)
+    triage.update_case(conn, 9, "ravi", "supervisor", disposition="confirmed_fraud")
+    triage.update_case(conn, 9, "asha", "auditor", note="seen")
+    _raw(generated_db).execute("UPDATE case_events SET disposition = NULL WHERE event_id = 2")
+    assert triage.load_case(conn, 9).disposition is None  # the state looks cleared...
+    assert _problems(generated_db) == ["case event 2 was changed (it no longer matches its hash)"]

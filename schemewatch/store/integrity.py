@@ -364,11 +364,19 @@ def verify(
             f"this database has no tamper-evident trail yet (schema version {schema_version(conn)})"
             "; open it once with this Schemewatch (e.g. `schemewatch monitor --once`) to migrate"
         )
-    report = IntegrityReport(
-        audit=verify_chain(conn, AUDIT), cases=verify_chain(conn, CASE_HISTORY)
-    )
-    if transactions:
-        report.transactions, report.batches = verify_transactions(conn)
+    # One read transaction: a snapshot, so rows a live feed commits meanwhile are not "unsealed".
+    snapshot = not conn.in_transaction
+    if snapshot:
+        conn.execute("BEGIN")
+    try:
+        report = IntegrityReport(
+            audit=verify_chain(conn, AUDIT), cases=verify_chain(conn, CASE_HISTORY)
+        )
+        if transactions:
+            report.transactions, report.batches = verify_transactions(conn)
+    finally:
+        if snapshot:
+            conn.execute("ROLLBACK")
     if anchor and not any(anchor.strip().lower() in s.hashes for s in report.statuses):
         report.audit.problem = report.audit.problem or (
             f"the anchored hash {anchor.strip()} is in no chain: entries were removed or rewritten"
