@@ -54,6 +54,7 @@ class Case:
     version: int = 0
 
     def fields(self) -> dict:
+        """The fields a save may change: claimed_by, disposition, note."""
         return {name: getattr(self, name) for name in FIELDS}
 
 
@@ -71,10 +72,9 @@ def may_change_disposition(role: str | None, case: Case) -> bool:
 
 
 def disposition_choices(role: str | None) -> list[str]:
-    """The dispositions this role may set."""
-    return [
-        d for d in store.DISPOSITIONS if d != "confirmed_fraud" or allowed(role, "confirm_fraud")
-    ]
+    """The dispositions this role may set, mildest first."""
+    mildest_first = ("needs_information", "false_positive", "confirmed_fraud")
+    return [d for d in mildest_first if d != "confirmed_fraud" or allowed(role, "confirm_fraud")]
 
 
 def _check(case: Case, new: dict, user: str, role: str, take_over: bool) -> None:
