@@ -133,6 +133,8 @@ def _period_dates(scheme: str, period: str) -> tuple[date, date]:
     try:
         if scheme == PM_KISAN:
             year, part = int(period[:4]), int(period.split("/P")[1])
+            if part not in (1, 2, 3):
+                raise ValueError(period)
             start = _month_start(year, 4 + 4 * (part - 1))
             return start, _month_start(start.year, start.month + 4)
         if scheme == OLD_AGE_PENSION:
@@ -152,7 +154,7 @@ def _period_dates(scheme: str, period: str) -> tuple[date, date]:
             if part not in (1, 2, 3):
                 raise ValueError(period)
             return date(year, 4, 1), date(year + 1, 4, 1)
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, OverflowError):
         pass
     raise ValueError(f"'{period}' is not a valid instalment period for {scheme}")
 
