@@ -188,9 +188,11 @@ def _records(path: Path):
             yield text
 
     reader = csv.reader(lines(), strict=True)
+    previous_end = 0
     try:
         for cells in reader:
-            yield current["line"], cells
+            yield previous_end + 1, cells  # a quoted field may span lines: name the first
+            previous_end = current["line"]
     except csv.Error as exc:
         raise _file_problem(current["line"], f"malformed CSV: {exc}") from None
 
@@ -199,6 +201,10 @@ def _header(records) -> tuple[list[str], dict[str, int]]:
     first = next(records, None)
     if first is None or not any(c.strip() for c in first[1]):
         raise _file_problem(1, "the file is empty (no header row)")
+    if any("\x00" in c for c in first[1]):
+        raise _file_problem(
+            1, "the header has NUL bytes (UTF-16 text?); save the file as UTF-8 CSV"
+        )
     names = [c.strip().lower() for c in first[1]]
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if len(missing) == len(REQUIRED_COLUMNS):

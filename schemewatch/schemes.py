@@ -172,7 +172,7 @@ def canonical_period_text(scheme: str, period: str) -> str:
     """Re-render a parsed label, so '2025-7' and '2025-07' are not both accepted."""
     start, _ = _period_dates(scheme, period)
     if scheme == PM_KISAN:
-        return f"{fiscal_year_label(int(period[:4]))}/P{period.split('/P')[1]}"
+        return f"{fiscal_year_label(int(period[:4]))}/P{int(period.split('/P')[1])}"
     if scheme == OLD_AGE_PENSION:
         return f"{start:%Y-%m}"
     if scheme == MGNREGA:
@@ -180,7 +180,7 @@ def canonical_period_text(scheme: str, period: str) -> str:
         return f"{start:%Y-%m}-{half}" if half == "F1" else f"{start - timedelta(days=1):%Y-%m}-F2"
     if scheme == SCHOLARSHIP:
         return fiscal_year_label(start.year)
-    return f"{fiscal_year_label(start.year)}/I{period.split('/I')[1]}"
+    return f"{fiscal_year_label(start.year)}/I{int(period.split('/I')[1])}"
 
 
 def local_days(paid_at: np.ndarray) -> np.ndarray:
