@@ -182,11 +182,15 @@ def import_(csv_file, skip_invalid, rejects, db_path):
     rejects = rejects or csv_file.with_name(csv_file.stem + ".rejected.csv")
     result = importer.import_csv(conn, csv_file, skip_invalid=skip_invalid, rejects_path=rejects)
     click.echo(
-        f"{result.already_stored:,} rows already stored, {result.imported:,} imported "
+        f"{_rows(result.already_stored)} already stored, {result.imported:,} imported "
         f"({result.new_beneficiaries:,} new beneficiaries registered) from {csv_file}."
     )
     if result.rejected:
-        click.echo(f"Rejected {result.rejected:,} rows; see {rejects}.")
+        click.echo(f"Rejected {_rows(result.rejected)}; see {rejects}.")
+
+
+def _rows(count: int) -> str:
+    return f"{count:,} row" if count == 1 else f"{count:,} rows"
 
 
 @cli.command()

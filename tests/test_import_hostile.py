@@ -419,7 +419,8 @@ def test_hostile_csv_is_rejected_whole_or_imported_as_specified(seeded_db, tmp_p
         assert snapshot(seeded_db) == before
     else:
         assert result.exit_code == 0, result.output
-        message = f"{outcome.already:,} rows already stored, {outcome.imported:,} imported"
+        rows = "1 row" if outcome.already == 1 else f"{outcome.already:,} rows"
+        message = f"{rows} already stored, {outcome.imported:,} imported"
         assert message in result.stdout
         after = snapshot(seeded_db)
         counted = after["transactions"][0] - before["transactions"][0]
