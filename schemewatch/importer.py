@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemewatch import schemes, store
-from schemewatch.errors import ImportRejected
+from schemewatch.errors import ImportRejected, OutputError, SchemewatchError
 from schemewatch.exporter import PrivateOutput, iso_timestamp, neutralise
 from schemewatch.geography import load_districts, nearest_district
 from schemewatch.import_rows import (
@@ -74,20 +74,25 @@ def _file_problem(row: int, reason: str) -> ImportRejected:
 
 def _decoded_lines(path: Path):
     """Yield (line number, text) pairs; a line that is not UTF-8 is a file-level problem."""
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if number == 1:
-                if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-                    raise _file_problem(1, "the file is UTF-16 text; save it as UTF-8 CSV")
-                if raw.startswith(b"\xef\xbb\xbf"):
-                    raw = raw[3:]
-            try:
-                yield number, raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                byte = raw[exc.start]
-                raise _file_problem(
-                    number, f"not UTF-8 text (byte {byte:#04x}); save the file as UTF-8"
-                ) from None
+    try:
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if number == 1:
+                    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+                        raise _file_problem(1, "the file is UTF-16 text; save it as UTF-8 CSV")
+                    if raw.startswith(b"\xef\xbb\xbf"):
+                        raw = raw[3:]
+                try:
+                    yield number, raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    byte = raw[exc.start]
+                    raise _file_problem(
+                        number, f"not UTF-8 text (byte {byte:#04x}); save the file as UTF-8"
+                    ) from None
+    except OSError as exc:
+        raise SchemewatchError(
+            f"cannot read {path}: {exc.strerror or exc}; nothing was imported"
+        ) from None
 
 
 def _records(path: Path):
@@ -249,7 +254,7 @@ def import_csv(conn, path: Path, *, skip_invalid: bool = False, rejects_path: Pa
     """
     records = _records(Path(path))
     header, columns = _header(records)
-    rejects = PrivateOutput(rejects_path, replace=True) if skip_invalid and rejects_path else None
+    rejects = _open_rejects(Path(rejects_path)) if skip_invalid and rejects_path else None
     try:
         with store.write_transaction(conn):
             run = _ImportRun(conn, header, columns, skip_invalid)
@@ -268,6 +273,24 @@ def import_csv(conn, path: Path, *, skip_invalid: bool = False, rejects_path: Pa
     return ImportResult(
         run.loader.imported, run.loader.new_beneficiaries, len(run.rejected), run.already_stored
     )
+
+
+REJECTS_HEADER = ("row", "column", "reason")
+
+
+def _open_rejects(path: Path) -> PrivateOutput:
+    """The rejects file, ready to write; it may replace only an earlier rejects file."""
+    if path.exists():
+        try:
+            with open(path, "rb") as handle:
+                first = handle.read(len(",".join(REJECTS_HEADER)))
+        except OSError:
+            first = b""
+        if first.decode("utf-8", "replace") != ",".join(REJECTS_HEADER):
+            raise OutputError(
+                f"{path} exists and is not a rejects file; choose another --rejects path"
+            )
+    return PrivateOutput(path, replace=True)
 
 
 class _ImportRun:
@@ -397,7 +420,7 @@ def _display(column: str, value) -> str:
 
 def _rejects_rows(header: list[str], rejected):
     """The rejects file: row, column and reason, then the original cells, formulas disarmed."""
-    yield ["row", "column", "reason", *header]
+    yield [*REJECTS_HEADER, *header]
     for cells, problem in sorted(rejected, key=lambda item: item[1].row):
         yield [neutralise(c) for c in (str(problem.row), problem.column or "", problem.reason)] + [
             neutralise(c) for c in cells

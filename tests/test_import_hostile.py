@@ -469,3 +469,93 @@ def test_a_hostile_export_reimported_adds_nothing(seeded_db, tmp_path):
     assert result.exit_code == 0, result.output
     assert "3 rows already stored, 0 imported" in result.stdout
     assert snapshot(seeded_db) == before
+
+
+NASTY_CELLS = (
+    "",
+    " ",
+    "\x00",
+    "=1+1",
+    "'=1+1",
+    "'",
+    '"',
+    "\n",
+    "\r\n",
+    "\t",
+    "\u202e",
+    "nan",
+    "-inf",
+    "1e308",
+    "-0",
+    "0.001",
+    "99999999999999999999999999",
+    "SW-0",
+    "SW-1",
+    "SW-3",
+    "SW-999999999999",
+    "SW-9999999999999",
+    "X1",
+    "2025-26/P-5",
+    "2025-26/P99999999999999999999",
+    "0001-01-01",
+    "9999-12-31T23:59:59-23:59",
+    "<b>x</b>",
+    "Bihar",
+    "Patna",
+    "A" * 300,
+    "é",
+    "२",
+)
+
+
+def _mutate(rng, text: str) -> bytes:
+    lines = text.splitlines(keepends=True)
+    for _ in range(rng.randint(1, 4)):
+        choice = rng.randrange(5)
+        index = rng.randrange(len(lines))
+        if choice == 0:  # a nasty cell
+            cells = lines[index].rstrip("\n").split(",")
+            cells[rng.randrange(len(cells))] = rng.choice(NASTY_CELLS)
+            lines[index] = ",".join(cells) + "\n"
+        elif choice == 1:  # a repeated line
+            lines.insert(index, lines[index])
+        elif choice == 2 and len(lines) > 1:  # a lost line
+            del lines[index]
+        elif choice == 3:  # a random character
+            position = rng.randrange(len(lines[index]) + 1)
+            character = chr(rng.choice((0, 9, 10, 13, 34, 39, 44, 0xFEFF, rng.randrange(0x2FFF))))
+            lines[index] = lines[index][:position] + character + lines[index][position:]
+        else:  # a swapped cell
+            cells = lines[index].rstrip("\n").split(",")
+            i, j = rng.randrange(len(cells)), rng.randrange(len(cells))
+            cells[i], cells[j] = cells[j], cells[i]
+            lines[index] = ",".join(cells) + "\n"
+    data = "".join(lines).encode("utf-8", "surrogatepass")
+    if rng.random() < 0.05:
+        data = data[: rng.randrange(len(data) + 1)] + bytes([rng.randrange(256)])
+    return data
+
+
+def test_randomly_mangled_files_are_rejected_cleanly_or_imported(seeded_db, tmp_path):
+    import random
+
+    from schemewatch.errors import SchemewatchError
+
+    rng = random.Random(11)
+    base = HEADER + "".join(line(external_id=f"M{i}", beneficiary_id=f"MB{i}") for i in range(4))
+    conn = store.open_database(seeded_db)
+    outcomes = {"imported": 0, "rejected": 0}
+    for attempt in range(400):
+        path = tmp_path / f"mangled-{attempt}.csv"
+        path.write_bytes(_mutate(rng, base))
+        before = snapshot(seeded_db)
+        try:
+            importer.import_csv(conn, path)
+        except SchemewatchError as exc:
+            assert str(exc).startswith("row ") and "\n" not in str(exc)
+            assert snapshot(seeded_db) == before, path.read_bytes()
+            outcomes["rejected"] += 1
+        else:
+            outcomes["imported"] += 1
+    conn.close()
+    assert outcomes["rejected"] > 100 and outcomes["imported"] > 10

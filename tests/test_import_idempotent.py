@@ -154,3 +154,22 @@ def test_skip_invalid_writes_a_private_rejects_file_with_formulas_disarmed(empty
     assert len(rejected) == 1 and rejected[0]["column"] == "amount"
     assert rejected[0]["external_id"] == "'=1+2" and rejected[0]["amount"] == "'@SUM(A1)"
     assert _count(db) == 1
+
+
+def test_rejects_path_that_is_not_a_rejects_file_is_refused(generated_db, tmp_path):
+    source = _mixed_file(tmp_path)
+    before = snapshot(generated_db)
+    for target in (generated_db, source):
+        kept = target.read_bytes()
+        result = run("import", source, "--skip-invalid", "--rejects", target, "--db", generated_db)
+        assert_one_error_line(result, "is not a rejects file")
+        assert target.read_bytes() == kept
+    assert snapshot(generated_db) == before
+
+
+def test_rejects_file_of_an_earlier_run_is_replaced(tmp_path):
+    source, rejects, db = _mixed_file(tmp_path), tmp_path / "rejects.csv", tmp_path / "new.db"
+    rejects.write_text("row,column,reason,external_id\n9,amount,old,Z\n")
+    result = run("import", source, "--skip-invalid", "--rejects", rejects, "--db", db)
+    assert "Rejected 1 row; see" in result.stdout
+    assert [r["row"] for r in csv.DictReader(open(rejects))] == ["3"]
