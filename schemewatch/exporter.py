@@ -147,13 +147,24 @@ class PrivateOutput:
             if self.replace:
                 os.replace(self.temporary, self.path)
             else:
-                os.link(self.temporary, self.path)  # fails rather than replace a file
-                self.temporary.unlink()
+                self._move_without_replacing()
         except FileExistsError:
             raise OutputError(f"{self.path} already exists; use --force to replace it") from None
         except OSError as exc:
             raise self._error(exc) from None
         self.published = True
+
+    def _move_without_replacing(self) -> None:
+        try:
+            os.link(self.temporary, self.path)  # fails, rather than replaces, if the file exists
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links (some network shares)
+            if self.path.exists():
+                raise FileExistsError(self.path) from None
+            os.replace(self.temporary, self.path)
+        else:
+            self.temporary.unlink()
 
     def discard(self) -> None:
         """Remove the temporary file if it is still there (safe to call more than once)."""

@@ -248,7 +248,7 @@ class _Loader:
 def import_csv(conn, path: Path, *, skip_invalid: bool = False, rejects_path: Path | None = None):
     """Validate and load an extract in one transaction; see the module docstring for the rules.
 
-    With `skip_invalid`, the rejects file is opened before anything is read (an unwritable path
+    With `skip_invalid`, the rejects file is opened before any row is read (an unwritable path
     fails at once) and moved into place before the commit, so either the valid rows are stored
     and the rejects file exists, or neither.
     """
