@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import csv
+import errno
+import os
 import stat
 
+import pytest
 from test_import_idempotent import assert_one_error_line, run
+
+from schemewatch import exporter
+from schemewatch.errors import OutputError
 
 
 def test_export_refuses_to_replace_an_existing_file_without_force(generated_db, tmp_path):
@@ -58,4 +64,17 @@ def test_export_with_force_on_a_full_disk_keeps_the_old_file(generated_db, tmp_p
     result = run("export", "--db", generated_db, "--out", out, "--force", file_size_limit=65_536)
     assert_one_error_line(result, "disk full")
     assert out.read_text() == "last week's export\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if "out.csv" in p.name) == ["out.csv"]
+
+
+def test_export_without_hard_links_still_refuses_to_replace(conn, tmp_path, monkeypatch):
+    def no_hard_links(source, target):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    out = tmp_path / "out.csv"
+    everything = exporter.filters_from(None, None, None, None)
+    assert exporter.export_csv(conn, out, everything) == 6_000
+    with pytest.raises(OutputError, match="already exists"):
+        exporter.export_csv(conn, out, everything)
     assert sorted(p.name for p in tmp_path.iterdir() if "out.csv" in p.name) == ["out.csv"]

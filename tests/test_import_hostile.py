@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import random
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from conftest import PYTHON, ROOT
 
 from schemewatch import importer, store
 from schemewatch.cli import cli
+from schemewatch.errors import SchemewatchError
 
 COLUMNS = (
     "external_id",
@@ -537,10 +539,6 @@ def _mutate(rng, text: str) -> bytes:
 
 
 def test_randomly_mangled_files_are_rejected_cleanly_or_imported(seeded_db, tmp_path):
-    import random
-
-    from schemewatch.errors import SchemewatchError
-
     rng = random.Random(11)
     base = HEADER + "".join(line(external_id=f"M{i}", beneficiary_id=f"MB{i}") for i in range(4))
     conn = store.open_database(seeded_db)

@@ -7,11 +7,14 @@ import resource
 import signal
 import stat
 import subprocess
+from contextlib import contextmanager
 
+import pytest
 from conftest import PYTHON, ROOT
 from test_import_hostile import HEADER, line, snapshot
 
-from schemewatch import store
+from schemewatch import importer, store
+from schemewatch.errors import DatabaseError
 
 
 def run(*args, file_size_limit: int | None = None) -> subprocess.CompletedProcess:
@@ -173,3 +176,23 @@ def test_rejects_file_of_an_earlier_run_is_replaced(tmp_path):
     result = run("import", source, "--skip-invalid", "--rejects", rejects, "--db", db)
     assert "Rejected 1 row; see" in result.stdout
     assert [r["row"] for r in csv.DictReader(open(rejects))] == ["3"]
+
+
+def test_rejects_file_is_withdrawn_when_the_commit_fails(empty_conn, tmp_path, monkeypatch):
+    @contextmanager
+    def commit_fails(conn):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        finally:
+            conn.execute("ROLLBACK")
+        raise DatabaseError("could not commit: disk I/O error")
+
+    monkeypatch.setattr(importer.store, "write_transaction", commit_fails)
+    rejects = tmp_path / "rejects.csv"
+    with pytest.raises(DatabaseError):
+        importer.import_csv(
+            empty_conn, _mixed_file(tmp_path), skip_invalid=True, rejects_path=rejects
+        )
+    assert not rejects.exists()
+    assert store.count_rows(empty_conn, store.TRANSACTIONS) == 0
