@@ -248,28 +248,31 @@ class _Loader:
 def import_csv(conn, path: Path, *, skip_invalid: bool = False, rejects_path: Path | None = None):
     """Validate and load an extract in one transaction; see the module docstring for the rules.
 
-    With `skip_invalid`, the rejects file is opened before any row is read (an unwritable path
-    fails at once) and moved into place before the commit, so either the valid rows are stored
-    and the rejects file exists, or neither.
+    With `skip_invalid`, a rejects path in a missing folder or naming a file that is not an
+    earlier rejects file is refused before any row is read. Rejected rows are written to a
+    temporary file that is moved into place before the commit; if that fails nothing is
+    committed, so either the valid rows are stored and the rejects file exists, or neither.
     """
     records = _records(Path(path))
     header, columns = _header(records)
-    rejects = _open_rejects(Path(rejects_path)) if skip_invalid and rejects_path else None
+    keep_rejects = skip_invalid and rejects_path is not None
+    if keep_rejects:
+        _check_rejects_path(Path(rejects_path))
+    rejects = None
     try:
         with store.write_transaction(conn):
             run = _ImportRun(conn, header, columns, skip_invalid)
             for row, cells in records:
                 run.add(row, cells)
             run.finish()
-            if rejects is not None and run.rejected:
+            if keep_rejects and run.rejected:
+                rejects = PrivateOutput(Path(rejects_path), replace=True)
                 rejects.write(_rejects_rows(header, run.rejected))
                 rejects.publish()
     except BaseException:
         if rejects is not None:
             rejects.withdraw()
         raise
-    if rejects is not None:
-        rejects.discard()
     return ImportResult(
         run.loader.imported, run.loader.new_beneficiaries, len(run.rejected), run.already_stored
     )
@@ -278,19 +281,19 @@ def import_csv(conn, path: Path, *, skip_invalid: bool = False, rejects_path: Pa
 REJECTS_HEADER = ("row", "column", "reason")
 
 
-def _open_rejects(path: Path) -> PrivateOutput:
-    """The rejects file, ready to write; it may replace only an earlier rejects file."""
-    if path.exists():
-        try:
-            with open(path, "rb") as handle:
-                first = handle.read(len(",".join(REJECTS_HEADER)))
-        except OSError:
-            first = b""
-        if first.decode("utf-8", "replace") != ",".join(REJECTS_HEADER):
-            raise OutputError(
-                f"{path} exists and is not a rejects file; choose another --rejects path"
-            )
-    return PrivateOutput(path, replace=True)
+def _check_rejects_path(path: Path) -> None:
+    """Refuse a rejects path whose folder is missing or that would replace any other file."""
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: the folder does not exist; nothing was imported")
+    if not path.exists():
+        return
+    try:
+        with open(path, "rb") as handle:
+            first = handle.read(len(",".join(REJECTS_HEADER)))
+    except OSError:
+        first = b""
+    if first.decode("utf-8", "replace") != ",".join(REJECTS_HEADER):
+        raise OutputError(f"{path} exists and is not a rejects file; choose another --rejects path")
 
 
 class _ImportRun:

@@ -124,7 +124,7 @@ def test_skip_invalid_with_rejects_in_a_missing_folder_imports_nothing(generated
         "import", _mixed_file(tmp_path), "--skip-invalid", "--rejects", rejects, "--db",
         generated_db,
     )  # fmt: skip
-    assert_one_error_line(result, "the folder does not exist", "nothing was written")
+    assert_one_error_line(result, "the folder does not exist", "nothing was imported")
     assert snapshot(generated_db) == before
 
 
@@ -196,3 +196,13 @@ def test_rejects_file_is_withdrawn_when_the_commit_fails(empty_conn, tmp_path, m
         )
     assert not rejects.exists()
     assert store.count_rows(empty_conn, store.TRANSACTIONS) == 0
+
+
+def test_skip_invalid_with_nothing_rejected_leaves_no_rejects_file(tmp_path):
+    source = tmp_path / "clean.csv"
+    source.write_text(HEADER + line())
+    result = run("import", source, "--skip-invalid", "--db", tmp_path / "new.db")
+    assert "0 rows already stored, 1 imported" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("new.db")) == [
+        "clean.csv"
+    ]
