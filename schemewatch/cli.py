@@ -182,11 +182,15 @@ def import_(csv_file, skip_invalid, rejects, db_path):
     rejects = rejects or csv_file.with_name(csv_file.stem + ".rejected.csv")
     result = importer.import_csv(conn, csv_file, skip_invalid=skip_invalid, rejects_path=rejects)
     click.echo(
-        f"Imported {result.imported:,} transactions "
+        f"{_rows(result.already_stored)} already stored, {result.imported:,} imported "
         f"({result.new_beneficiaries:,} new beneficiaries registered) from {csv_file}."
     )
     if result.rejected:
-        click.echo(f"Rejected {result.rejected:,} rows; see {rejects}.")
+        click.echo(f"Rejected {_rows(result.rejected)}; see {rejects}.")
+
+
+def _rows(count: int) -> str:
+    return f"{count:,} row" if count == 1 else f"{count:,} rows"
 
 
 @cli.command()
@@ -212,10 +216,11 @@ def import_(csv_file, skip_invalid, rejects, db_path):
     is_flag=True,
     help="Add the generator's ground-truth label columns (evaluation only).",
 )
+@click.option("--force", is_flag=True, help="Replace FILE if it already exists.")
 @db_option
 @friendly_errors
-def export(out_path, date_from, date_to, scheme, state, with_labels, db_path):
-    """Write filtered transactions to CSV, streamed."""
+def export(out_path, date_from, date_to, scheme, state, with_labels, force, db_path):
+    """Write filtered transactions to CSV (mode 0600), streamed; never replaces without --force."""
     from schemewatch import exporter, store
 
     settings = settings_for(db_path)
@@ -223,7 +228,7 @@ def export(out_path, date_from, date_to, scheme, state, with_labels, db_path):
     filters = exporter.filters_from(
         date_from.date() if date_from else None, date_to.date() if date_to else None, scheme, state
     )
-    count = exporter.export_csv(conn, out_path, filters, with_labels=with_labels)
+    count = exporter.export_csv(conn, out_path, filters, with_labels=with_labels, replace=force)
     click.echo(f"Exported {count:,} transactions to {out_path}.")
 
 

@@ -40,6 +40,7 @@ from schemewatch.store.dashboard import (  # noqa: F401
 )
 from schemewatch.store.ingest import (  # noqa: F401
     EXPORT_COLUMNS,
+    PAYMENT_IDENTITY_COLUMNS,
     ExportFilters,
     beneficiary_homes,
     bulk_load,
@@ -62,6 +63,8 @@ from schemewatch.store.ingest import (  # noqa: F401
     next_transaction_id,
     paid_in_periods,
     set_metadata,
+    stored_payments_by_external_id,
+    stored_payments_by_transaction_id,
     typology_counts,
 )
 from schemewatch.store.schema import (  # noqa: F401
