@@ -418,6 +418,8 @@ def users_list(credentials_path, db_path):
 
     with _accounts(db_path, credentials_path) as conn:
         listed = accounts.list_users(conn)
+    if not listed:
+        click.echo("No accounts yet; add one with `schemewatch users add`.", err=True)
     for username, role, name in listed:
         click.echo(f"{username:<24} {role:<12} {name}")
 

@@ -180,7 +180,7 @@ def cookie_key(conn: sqlite3.Connection) -> str:
 
 @dataclass(frozen=True)
 class LoginResult:
-    """What a login attempt came to. `account` is set only when it succeeded."""
+    """What a login attempt came to; role, name and version are set only when it succeeded."""
 
     outcome: str  # "signed in", "wrong", "locked"
     username: str
@@ -235,10 +235,13 @@ def _wrong_password(conn, username: str, now: float) -> LoginResult:
         counted = store.record_failed_login(conn, username, MAX_FAILED_LOGINS, LOCKOUT_SECONDS, now)
         if counted is None:  # locked (or removed) by another session since we looked
             account = store.get_user(conn, username)
-            until = account["locked_until"] if account else None
-            details = f"account locked until {store.utc_iso(until)}" if until else "no account"
+            if account is None:
+                details = "unknown user name (removed during the attempt)"
+                store.append_audit(conn, username, "login failed", None, None, None, details)
+                return LoginResult("wrong", username)
+            details = f"account locked until {store.utc_iso(account['locked_until'])}"
             store.append_audit(conn, username, "login refused", None, None, None, details)
-            return LoginResult("locked" if until else "wrong", username)
+            return LoginResult("locked", username)
         details = f"wrong password ({counted['failed_logins']} of {MAX_FAILED_LOGINS})"
         if counted["locked_until"] is not None:
             details += f"; locked for {LOCKOUT_SECONDS // 60} minutes"

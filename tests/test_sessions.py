@@ -217,3 +217,36 @@ def test_a_deferred_download_rechecks_the_current_role(accounts, tmp_path):
 def test_the_dashboard_listens_on_localhost_unless_configured_otherwise():
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["server"]["address"] == "127.0.0.1"
+
+
+def test_the_cookie_key_depends_on_the_session_lifetime(accounts):
+    twelve = auth.authenticator_config(accounts, LIMITS)["cookie"]
+    eight = auth.authenticator_config(accounts, sessions.Lifetimes(absolute=8 * 3600))["cookie"]
+    assert twelve["key"] != eight["key"] and users.cookie_key(accounts) not in twelve["key"]
+    assert twelve["expiry_days"] == 0.5
+    listed = auth.authenticator_config(accounts, LIMITS)["credentials"]["usernames"]
+    assert listed["ravi"]["roles"] == ["supervisor"] and "password" not in listed["ravi"]
+
+
+def test_an_old_credentials_file_is_moved_in_once_and_never_written(site, monkeypatch):
+    import bcrypt
+    import yaml
+
+    old = site / "credentials.yaml"
+    entry = {"name": "Kiran", "password": bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4))}
+    entry = {**entry, "password": entry["password"].decode(), "roles": ["admin"]}
+    old.write_text(yaml.safe_dump({"credentials": {"usernames": {"kiran": entry}}, "cookie": {}}))
+    monkeypatch.setenv("SCHEMEWATCH_CREDENTIALS", str(old))
+    before = old.read_bytes(), old.stat().st_mtime_ns
+    app = _login("kiran")
+    assert app.metric and not app.exception
+    assert _entries(site, "dashboard") == [("user imported", str(old))]
+    assert _on_login_form(_login("kiran", "a wrong password!"))
+    _change(site, "remove")  # ravi, from outside, while the file still lists kiran only
+    conn = store.open_database(site / "transactions.db")
+    users.remove_user(conn, "kiran", actor="cli:test")
+    app.run()
+    assert _on_login_form(app)
+    assert (old.read_bytes(), old.stat().st_mtime_ns) == before
+    assert _on_login_form(_login("kiran"))  # the file still lists kiran; it is not read again
+    assert users.list_users(conn) == [("meera", "admin", "meera")]

@@ -14,6 +14,8 @@ the database on each run. Nothing on any page renders before `require_login` ret
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 import streamlit as st
@@ -62,10 +64,20 @@ def authenticator_config(conn, limits: sessions.Lifetimes) -> dict:
         },
         "cookie": {
             "name": COOKIE_NAME,
-            "key": users.cookie_key(conn),
+            "key": _signing_key(users.cookie_key(conn), limits),
             "expiry_days": limits.absolute / 86400,
         },
     }
+
+
+def _signing_key(stored_key: str, limits: sessions.Lifetimes) -> str:
+    """The cookie key for this session lifetime.
+
+    The cookie carries no issue time; it is worked out as expiry minus the lifetime. A cookie made
+    under another lifetime would give a wrong issue time, so it must not verify at all.
+    """
+    message = f"session lifetime {limits.absolute:g} s".encode()
+    return hmac.new(stored_key.encode(), message, hashlib.sha256).hexdigest()
 
 
 def _authenticator(conn, limits: sessions.Lifetimes):
