@@ -268,6 +268,16 @@ def _signed_in(conn, username: str, version: int, now: float) -> LoginResult:
     )
 
 
+def record_cookie_login(conn: sqlite3.Connection, username: str, problem: str | None) -> None:
+    """Audit a session re-opened from the re-login cookie, or refused and why."""
+    if problem is None:
+        action, details = "login", "from the session cookie"
+    else:
+        action, details = "login refused", f"session cookie: {problem}"
+    with store.write_transaction(conn):
+        store.append_audit(conn, username, action, None, None, None, details)
+
+
 def record_logout(conn: sqlite3.Connection, username: str, reason: str) -> None:
     """Audit the end of a session: signed out, or why it was ended."""
     with store.write_transaction(conn):

@@ -170,16 +170,11 @@ def _session_from_cookie(conn, authenticator, now: float, limits) -> sessions.Se
     username = str(token.get("username", ""))
     account = store.get_user(conn, username)
     problem = sessions.cookie_problem(token, account, now, limits)
+    users.record_cookie_login(conn, username, problem)
     if problem is not None:
-        with store.write_transaction(conn):
-            store.append_audit(
-                conn, username, "login refused", None, None, None, "cookie: " + problem
-            )
         authenticator.cookie_controller.delete_cookie()
         st.warning(problem)
         return None
-    with store.write_transaction(conn):
-        store.append_audit(conn, username, "login", None, None, None, "from the session cookie")
     session = sessions.session_from_cookie(token, account, now, limits)
     _start(session, account)
     return session
