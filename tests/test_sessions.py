@@ -250,3 +250,19 @@ def test_an_old_credentials_file_is_moved_in_once_and_never_written(site, monkey
     assert (old.read_bytes(), old.stat().st_mtime_ns) == before
     assert _on_login_form(_login("kiran"))  # the file still lists kiran; it is not read again
     assert users.list_users(conn) == [("meera", "admin", "meera")]
+
+
+def test_an_admin_demoting_a_supervisor_on_the_users_page_ends_their_open_session(site):
+    supervisor = _login("ravi")
+    assert supervisor.get("download_button")
+    admin = _login("meera")
+    admin.switch_page("schemewatch/dashboard/views/users.py")
+    admin.run()
+    admin.selectbox(key="target_user").set_value("ravi")
+    admin.selectbox(key="target_role").set_value("auditor")
+    next(b for b in admin.button if b.label == "Change role").click()
+    admin.run()
+    assert not admin.exception and any("ravi is now auditor" in s.value for s in admin.success)
+    supervisor.run()
+    assert _on_login_form(supervisor) and not supervisor.get("download_button")
+    assert _entries(site, "meera")[-1] == ("role changed", None)

@@ -402,8 +402,7 @@ def _accounts_page(conn, user) -> None:
         password = st.text_input("Password", type="password", key="new_password")
         if st.form_submit_button("Add"):
             _account_change(
-                "Added",
-                username,
+                f"Added {username}.",
                 lambda: users.add_user(conn, username, role, password, actor=user.username),
             )
     with change.form("change_user", clear_on_submit=True):
@@ -415,25 +414,22 @@ def _accounts_page(conn, user) -> None:
         reset, promote, remove = st.columns(3)
         if reset.form_submit_button("Reset password") and target:
             _account_change(
-                "Password reset",
-                target,
+                f"Password of {target} reset; their open sessions end at their next page load.",
                 lambda: users.reset_password(conn, target, password, actor=user.username),
             )
         if promote.form_submit_button("Change role") and target:
             _account_change(
-                "Role changed",
-                target,
+                f"{target} is now {new_role}; their open sessions end at their next page load.",
                 lambda: users.change_role(conn, target, new_role, actor=user.username),
             )
         if remove.form_submit_button("Remove account") and target:
             _account_change(
-                "Removed",
-                target,
+                f"Removed {target}; their open sessions end at their next page load.",
                 lambda: users.remove_user(conn, target, actor=user.username),
             )
 
 
-def _account_change(done: str, target: str, change) -> None:
+def _account_change(done: str, change) -> None:
     """Apply an account change (it audits itself); a refused change is one clear line."""
     from schemewatch.errors import SchemewatchError
 
@@ -442,4 +438,4 @@ def _account_change(done: str, target: str, change) -> None:
     except SchemewatchError as exc:
         st.error(str(exc))
         return
-    st.success(f"{done}: {target}. Their open sessions end at their next page load.")
+    st.success(done)
