@@ -266,3 +266,19 @@ def test_an_admin_demoting_a_supervisor_on_the_users_page_ends_their_open_sessio
     supervisor.run()
     assert _on_login_form(supervisor) and not supervisor.get("download_button")
     assert _entries(site, "meera")[-1] == ("role changed", None)
+
+
+def test_a_removed_admin_cannot_add_an_account_from_a_page_left_open(site):
+    admin = _login("meera")
+    admin.switch_page("schemewatch/dashboard/views/users.py")
+    admin.run()
+    conn = store.open_database(site / "transactions.db")
+    users.remove_user(conn, "meera", actor="cli:test")
+    admin.text_input(key="new_username").input("eve")
+    admin.selectbox(key="new_role").set_value("admin")
+    admin.text_input(key="new_password").input("a password for eve")
+    next(b for b in admin.button if b.label == "Add").click()
+    admin.run()
+    assert not admin.exception and _on_login_form(admin)
+    assert [u for u, _, _ in users.list_users(conn)] == ["ravi"]
+    assert ("user added",) not in [e[:1] for e in _entries(site, "meera")]
