@@ -6,6 +6,20 @@ Each module holds one concern; everything public is re-exported here, so callers
 `store.name`.
 """
 
+from schemewatch.store.accounts import (  # noqa: F401
+    count_accounts,
+    get_account_setting,
+    get_user,
+    insert_user,
+    list_accounts,
+    mark_removed,
+    record_failed_login,
+    record_successful_login,
+    set_account_setting,
+    set_password_hash,
+    set_role,
+    touch_user,
+)
 from schemewatch.store.audit import (  # noqa: F401
     append_audit,
     audit_entries,
@@ -68,6 +82,7 @@ from schemewatch.store.ingest import (  # noqa: F401
     typology_counts,
 )
 from schemewatch.store.schema import (  # noqa: F401
+    ACCOUNT_SETTINGS,
     AGENT_COLUMNS,
     AUDIT_COLUMNS,
     AUDIT_LOG,
@@ -82,13 +97,17 @@ from schemewatch.store.schema import (  # noqa: F401
     GROUND_TRUTH_COLUMNS,
     METADATA,
     MIGRATIONS,
+    NEW_DATABASE_MODE,
     PAYOUT_AGENTS,
+    ROLES,
     SCHEMA_VERSION,
     SCORES,
     SCORING_COLUMNS,
     SUMMARY_COLUMNS,
     TRANSACTION_COLUMNS,
     TRANSACTIONS,
+    USER_COLUMNS,
+    USERS,
     connect,
     migrate,
     now,
