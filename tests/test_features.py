@@ -59,16 +59,15 @@ def _column(matrix, name):
 @pytest.mark.parametrize(
     "typology, feature",
     [
-        ("burst", "log_payments_24h"),
+        ("burst", "log_scheme_payments_24h"),
         ("duplicate_instalment", "period_amount_to_entitlement"),
-        ("shared_account_ring", "log_beneficiaries_on_account"),
-        ("agent_collusion", "log_agent_beneficiaries_10min"),
+        ("agent_collusion", "log_agent_beneficiaries_1h"),
         ("payment_after_death", "log_days_period_began_after_death"),
         ("geo_mismatch", "km_from_home"),
         ("off_cycle", "off_cycle"),
         ("over_entitlement", "amount_to_entitlement"),
         ("ghost_beneficiary", "log_beneficiaries_sharing_phone"),
-        ("ghost_beneficiary", "phone_sharers_enrolled_together"),
+        ("ghost_beneficiary", "log_phone_sharers_at_other_homes"),
         ("duplicate_instalment", "earlier_payments_same_period_same_amount"),
         ("over_entitlement", "amount_off_whole_instalments"),
         ("duplicate_instalment", "period_paid_over_entitlement"),
@@ -90,9 +89,25 @@ def test_each_typology_stands_out_on_its_behavioural_feature(conn, tables, typol
     assert np.median(values[mask]) > np.quantile(values[normal], 0.95)
 
 
+def test_ring_payments_go_into_crowded_or_newly_used_accounts(conn, tables):
+    """A ring's payment lands in an account more people are paid into than any honest one, or in
+    an account the beneficiary was never paid into before."""
+    transactions, registry = tables
+    matrix = features.compute_features(transactions, registry)
+    truth = pd.read_sql_query("SELECT transaction_id, typology FROM ground_truth", conn)
+    typology = transactions[["transaction_id"]].merge(truth, how="left")["typology"].to_numpy()
+    ring, honest = typology == "shared_account_ring", pd.isna(typology)
+    crowded = _column(matrix, "log_beneficiaries_on_account")
+    crowded = crowded > crowded[honest].max()
+    new = _column(matrix, "paid_into_new_account") == 1
+    assert ring.sum() > 10
+    assert (crowded | new)[ring].mean() > 0.8
+    assert (crowded | new)[honest].mean() < 0.005
+
+
 def _pension_registry(date_of_death=None):
     context = pd.DataFrame(
-        [("B1", 20.0, 78.0, date_of_death, 1, 1, 1)], columns=list(features.REGISTRY_COLUMNS)
+        [("B1", 20.0, 78.0, date_of_death, 1, 0, 1, 1)], columns=list(features.REGISTRY_COLUMNS)
     )
     rights = pd.DataFrame(
         [("B1", "OLD_AGE_PENSION", 1000.0)], columns=["beneficiary_id", "scheme", "entitlement"]
@@ -170,7 +185,7 @@ def test_wages_for_the_fortnight_of_death_are_owed():
         [("B1", "MGNREGA", 3500.0)], columns=["beneficiary_id", "scheme", "entitlement"]
     )
     context = pd.DataFrame(
-        [("B1", 20.0, 78.0, "2025-05-10", 1, 1, 1)], columns=list(features.REGISTRY_COLUMNS)
+        [("B1", 20.0, 78.0, "2025-05-10", 1, 0, 1, 1)], columns=list(features.REGISTRY_COLUMNS)
     )
     registry = features.build_registry(context, rights)
     payments = _pension_payments(

@@ -125,7 +125,7 @@ def test_geo_mismatch_payouts_are_far_from_home(conn):
             "JOIN beneficiaries b USING (beneficiary_id) WHERE g.typology = 'geo_mismatch'"
         ).fetchall()
     )
-    assert (haversine_km(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]) > 700).all()
+    assert (haversine_km(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]) > 290).all()
 
 
 def test_payments_after_death_come_after_the_registered_death(conn):
