@@ -37,7 +37,7 @@ FAMILIES = {
     "agent_collusion": {"payouts": (5, 40), "seconds_apart": (10, 2 * MINUTE), "far_km": 200},
     "payment_after_death": {"days_dead_before": (10, 150)},
     "geo_mismatch": {"km_from_home": (300, 1500)},
-    "ghost_beneficiary": {"ghosts": (3, 60), "enrolment_days": (1, 30)},
+    "ghost_beneficiary": {"ghosts": (3, 60), "enrolment_days": (1, 30), "months_paid": (1, 6)},
 }
 
 
@@ -354,7 +354,8 @@ def send_far_away(rng, world: World, rows: Payments) -> None:
 
 
 def ghost_beneficiary(rng, world: World, pool: Pool, budget: int) -> Injection:
-    """Groups of 3-60 fictitious beneficiaries enrolled by one operator within 1-30 days."""
+    """Groups of 3-60 fictitious beneficiaries enrolled by one operator within 1-30 days, then
+    paid for one to six months (until the money stops or the ghosts are found)."""
     family = FAMILIES["ghost_beneficiary"]
     parts, produced = [], 0
     start_day, end_day = pool.start // DAY + 1, pool.end // DAY
@@ -365,7 +366,10 @@ def ghost_beneficiary(rng, world: World, pool: Pool, budget: int) -> Injection:
         span = _count_between(rng, *family["enrolment_days"])
         enrolled = int(rng.integers(start_day - 200, max(start_day - 199, end_day - 60)))
         new = enrol_ghosts(rng, world, size, enrolled, span)
+        months = _count_between(rng, *family["months_paid"])
         rows = normal_payments(rng, world, start_day, end_day, enrolments=new)
+        first = int(rows.paid_at.min()) if len(rows) else 0
+        rows = rows.take(rows.paid_at < first + months * 30 * DAY)
         rows = rows.take(slice(0, budget - produced))
         if len(rows) == 0:
             continue
