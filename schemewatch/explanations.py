@@ -44,7 +44,7 @@ FEATURE_TYPOLOGY = {
     "log_agent_km_10min": "agent_collusion",
     "log_days_period_began_after_death": "payment_after_death",
     "log_beneficiaries_sharing_phone": "ghost_beneficiary",
-    "log_phone_sharers_at_other_homes": "ghost_beneficiary",
+    "share_of_phone_users_at_other_homes": "ghost_beneficiary",
     "phone_sharers_enrolled_within_30_days": "ghost_beneficiary",
     "log_operator_enrolments_same_days": "ghost_beneficiary",
 }
@@ -188,10 +188,10 @@ _SENTENCES = {
         "beneficiaries registered with the same phone: {value}; normal is {normal}",
         _count,
     ),
-    "log_phone_sharers_at_other_homes": (
-        "beneficiaries at other home addresses registered with the same phone: {value}; "
+    "share_of_phone_users_at_other_homes": (
+        "{value} of the beneficiaries registered with this phone live at another address; "
         "normal is {normal}",
-        _count,
+        lambda v: f"{v:.0%}",
     ),
     "phone_sharers_enrolled_within_30_days": (
         "beneficiaries with the same phone enrolled by the same operator within 30 days: "

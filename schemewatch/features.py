@@ -71,7 +71,7 @@ FEATURE_NAMES = (
     "log_agent_km_10min",
     "log_days_period_began_after_death",
     "log_beneficiaries_sharing_phone",
-    "log_phone_sharers_at_other_homes",
+    "share_of_phone_users_at_other_homes",
     "phone_sharers_enrolled_within_30_days",
     "log_operator_enrolments_same_days",
     *(f"channel_{c.lower()}" for c in schemes.CHANNELS),
@@ -238,7 +238,9 @@ def _row_features(frame: pd.DataFrame, codes: _Codes, registry: Registry) -> dic
         "km_from_home": np.nan_to_num(km, nan=0.0),
         "log_days_period_began_after_death": np.log1p(after_death),
         "log_beneficiaries_sharing_phone": np.log1p(count("phone_sharers")),
-        "log_phone_sharers_at_other_homes": np.log1p(count("phone_sharers_at_other_homes", 0)),
+        # A share, not a count: three people at three addresses on one phone are as odd as thirty.
+        "share_of_phone_users_at_other_homes": count("phone_sharers_at_other_homes", 0)
+        / np.maximum(count("phone_sharers"), 1),
         "phone_sharers_enrolled_within_30_days": count("phone_sharers_enrolled_within_30_days"),
         "log_operator_enrolments_same_days": np.log1p(count("operator_enrolments_same_days")),
         **{f"channel_{c.lower()}": (channel_names == c).astype(float) for c in schemes.CHANNELS},

@@ -136,7 +136,11 @@ def _next_market_day(rng, world: World, agent, day) -> np.ndarray:
 
 def _counter_hours(rng, n: int) -> np.ndarray:
     """Seconds after midnight for a counter payout: market hours, busiest late morning."""
-    hours = np.clip(rng.normal(11.5, 2.0, n), 8.0, 18.5)
+    hours = rng.normal(11.5, 2.0, n)
+    # Those who come before opening or after closing queue and are served one by one, over the
+    # first or last half hour (not all in the same second).
+    hours = np.where(hours < 8.0, 8.0 + rng.uniform(0, 0.5, n), hours)
+    hours = np.where(hours > 18.5, 18.5 - rng.uniform(0, 0.5, n), hours)
     return (hours * 3600).astype(np.int64)
 
 

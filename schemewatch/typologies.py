@@ -132,10 +132,8 @@ def duplicate_instalment(rng, world: World, pool: Pool, budget: int) -> Injectio
     rows = pool.payments.take(index)
     delay = log_uniform(rng, *FAMILIES["duplicate_instalment"]["seconds_apart"], len(rows))
     delay = delay.astype(np.int64)
-    later = rows.paid_at + delay
-    rows.paid_at[:] = np.where(
-        later < pool.end, later, np.maximum(rows.paid_at - delay, pool.start)
-    )
+    # Always after the original (the copy is the fraud), however close to the year's end.
+    rows.paid_at[:] = np.minimum(rows.paid_at + delay, np.maximum(rows.paid_at + 1, pool.end - 1))
     return _added(rows, "duplicate_instalment", pool.new_groups(len(rows)))
 
 

@@ -67,7 +67,7 @@ def _column(matrix, name):
         ("off_cycle", "off_cycle"),
         ("over_entitlement", "amount_to_entitlement"),
         ("ghost_beneficiary", "log_beneficiaries_sharing_phone"),
-        ("ghost_beneficiary", "log_phone_sharers_at_other_homes"),
+        ("ghost_beneficiary", "share_of_phone_users_at_other_homes"),
         ("duplicate_instalment", "earlier_payments_same_period_same_amount"),
         ("over_entitlement", "amount_off_whole_instalments"),
         ("duplicate_instalment", "period_paid_over_entitlement"),
