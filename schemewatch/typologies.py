@@ -166,6 +166,8 @@ def burst(rng, world: World, pool: Pool, budget: int) -> Injection:
         if len(template) == 0:
             break
         size = min(_count_between(rng, *family["payments"]), budget - produced)
+        if budget - produced - size < family["payments"][0]:
+            size = budget - produced  # too few left for a burst of their own
         rows = pool.payments.take(np.repeat(template, size))
         span = log_uniform(rng, *family["seconds_spanned"])
         offsets = np.sort(rng.uniform(0, span, size)).astype(np.int64)
