@@ -192,6 +192,9 @@ def shared_account_ring(rng, world: World, pool: Pool, budget: int) -> Injection
     family = FAMILIES["shared_account_ring"]
     payments, parts, used = pool.payments, [], []
     district_of_row = world.district[payments.beneficiary]
+    first_paid = np.full(int(payments.beneficiary.max(initial=-1)) + 1, np.iinfo(np.int64).max)
+    np.minimum.at(first_paid, payments.beneficiary, payments.paid_at)
+    rows_of = _rows_by_beneficiary(payments.beneficiary)
     for _attempt in range(budget + 20):
         if sum(len(p) for p in parts) >= budget:
             break
@@ -201,12 +204,11 @@ def shared_account_ring(rng, world: World, pool: Pool, budget: int) -> Injection
             break
         since = rng.integers(pool.start, pool.start + int(0.6 * (pool.end - pool.start)))
         until = since + int(log_uniform(rng, *family["days_flowing"]) * DAY)
-        rows_mask = np.isin(payments.beneficiary, members) & (payments.paid_at >= since)
-        rows_mask &= payments.paid_at < until
+        candidates = rows_of(members)
+        paid_at = payments.paid_at[candidates]
+        candidates = candidates[(paid_at >= since) & (paid_at < until) & pool.free[candidates]]
         # Rings divert established beneficiaries: members already paid before the ring began.
-        established = np.unique(payments.beneficiary[payments.paid_at < since])
-        candidates = np.flatnonzero(rows_mask & pool.free)
-        candidates = candidates[np.isin(payments.beneficiary[candidates], established)]
+        candidates = candidates[first_paid[payments.beneficiary[candidates]] < since]
         swept = rng.random() < 0.5
         if swept:  # each member's next payment only, re-timed into a short span
             first_of_member = np.unique(payments.beneficiary[candidates], return_index=True)[1]
@@ -230,6 +232,20 @@ def shared_account_ring(rng, world: World, pool: Pool, budget: int) -> Injection
         parts.append(rows)
         used.append(index)
     return _combined(parts, used)
+
+
+def _rows_by_beneficiary(beneficiary: np.ndarray):
+    """A lookup: the row indexes (ascending) of some beneficiaries, without scanning every row."""
+    order = np.argsort(beneficiary, kind="stable")
+    ordered = beneficiary[order]
+
+    def rows_of(members: np.ndarray) -> np.ndarray:
+        low = np.searchsorted(ordered, members, side="left")
+        high = np.searchsorted(ordered, members, side="right")
+        parts = [order[a:b] for a, b in zip(low, high, strict=True)]
+        return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+
+    return rows_of
 
 
 def _local_group(rng, world, pool, district_of_row, size):
