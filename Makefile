@@ -11,7 +11,7 @@ PORT ?= 8501
 DEMO_TRANSACTIONS ?= 200000
 DEMO_RATE ?= 20
 
-.PHONY: demo test test-fast lint format bench clean-venv
+.PHONY: demo test test-fast lint format bench bench-quality clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_generator.py
 	$(BIN)/python bench/bench_detection.py
 	$(BIN)/python bench/bench_dashboard.py
+
+bench-quality: $(STAMP)
+	$(BIN)/python bench/bench_quality.py --seeds 1 2 3 4 5 --transactions 300000
 
 clean-venv:
 	rm -rf $(VENV)
