@@ -5,12 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DB ?= transactions.db
 MODEL_DIR ?= modeling
+# Accounts live in the database; an old credentials file is only read once, to move them in.
 CREDENTIALS ?= credentials.yaml
 PORT ?= 8501
 DEMO_TRANSACTIONS ?= 200000
 DEMO_RATE ?= 20
 
-.PHONY: demo test test-fast lint format bench clean-venv
+.PHONY: demo test test-fast lint format bench bench-quality clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +24,9 @@ demo: $(STAMP)
 	@test -f $(DB) || $(BIN)/python generate_database.py --db $(DB) \
 		--transactions $(DEMO_TRANSACTIONS) --seed 42 --end-date $$(date +%F)
 	@$(BIN)/python train.py --if-needed --db $(DB) --model-dir $(MODEL_DIR)
-	@test -f $(CREDENTIALS) || $(BIN)/python -m schemewatch users add demo --role supervisor \
-		--name "Demo auditor" --random-password --credentials $(CREDENTIALS) --db $(DB)
+	@$(BIN)/python -m schemewatch users list --db $(DB) --credentials $(CREDENTIALS) | grep -q . \
+		|| $(BIN)/python -m schemewatch users add demo --role supervisor \
+		--name "Demo auditor" --random-password --db $(DB)
 	$(BIN)/python -m schemewatch.demo --db $(DB) --model-dir $(MODEL_DIR) \
 		--credentials $(CREDENTIALS) --port $(PORT) --rate $(DEMO_RATE)
 
@@ -46,6 +48,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_generator.py
 	$(BIN)/python bench/bench_detection.py
 	$(BIN)/python bench/bench_dashboard.py
+
+bench-quality: $(STAMP)
+	$(BIN)/python bench/bench_quality.py --seeds 1 2 3 4 5 --transactions 300000
 
 clean-venv:
 	rm -rf $(VENV)

@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--db", type=Path, default=None, help="Reuse a scored database.")
     parser.add_argument("--model-dir", type=Path, default=None)
     args = parser.parse_args()
-    from schemewatch import users
+    from schemewatch import store, users
 
     folder = Path(tempfile.mkdtemp(prefix="schemewatch-dash-bench-"))
     try:
@@ -122,8 +122,13 @@ def main() -> None:
             db, models = args.db, args.model_dir
         else:
             db, models = prepare(folder, args.transactions)
-        credentials = folder / "credentials.yaml"
-        users.add_user(credentials, "bench", "admin", PASSWORD)
+        credentials = folder / "credentials.yaml"  # none: accounts live in the database
+        conn = store.open_database(db)
+        try:
+            users.add_user(conn, "bench", "admin", PASSWORD, actor="bench")
+        except users.UserError:  # a reused database already has the account
+            users.reset_password(conn, "bench", PASSWORD, actor="bench")
+        conn.close()
         cold, warm = render_times(db, models, credentials)
         rss = server_rss(db, models, credentials)
         print(

@@ -6,6 +6,7 @@ Each command opens the database, calls one function and turns a SchemewatchError
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -182,11 +183,15 @@ def import_(csv_file, skip_invalid, rejects, db_path):
     rejects = rejects or csv_file.with_name(csv_file.stem + ".rejected.csv")
     result = importer.import_csv(conn, csv_file, skip_invalid=skip_invalid, rejects_path=rejects)
     click.echo(
-        f"Imported {result.imported:,} transactions "
+        f"{_rows(result.already_stored)} already stored, {result.imported:,} imported "
         f"({result.new_beneficiaries:,} new beneficiaries registered) from {csv_file}."
     )
     if result.rejected:
-        click.echo(f"Rejected {result.rejected:,} rows; see {rejects}.")
+        click.echo(f"Rejected {_rows(result.rejected)}; see {rejects}.")
+
+
+def _rows(count: int) -> str:
+    return f"{count:,} row" if count == 1 else f"{count:,} rows"
 
 
 @cli.command()
@@ -212,10 +217,11 @@ def import_(csv_file, skip_invalid, rejects, db_path):
     is_flag=True,
     help="Add the generator's ground-truth label columns (evaluation only).",
 )
+@click.option("--force", is_flag=True, help="Replace FILE if it already exists.")
 @db_option
 @friendly_errors
-def export(out_path, date_from, date_to, scheme, state, with_labels, db_path):
-    """Write filtered transactions to CSV, streamed."""
+def export(out_path, date_from, date_to, scheme, state, with_labels, force, db_path):
+    """Write filtered transactions to CSV (mode 0600), streamed; never replaces without --force."""
     from schemewatch import exporter, store
 
     settings = settings_for(db_path)
@@ -223,7 +229,7 @@ def export(out_path, date_from, date_to, scheme, state, with_labels, db_path):
     filters = exporter.filters_from(
         date_from.date() if date_from else None, date_to.date() if date_to else None, scheme, state
     )
-    count = exporter.export_csv(conn, out_path, filters, with_labels=with_labels)
+    count = exporter.export_csv(conn, out_path, filters, with_labels=with_labels, replace=force)
     click.echo(f"Exported {count:,} transactions to {out_path}.")
 
 
@@ -359,7 +365,7 @@ def verify(anchor, db_path):
 
 @cli.group()
 def users():
-    """Manage dashboard accounts (bcrypt-hashed, in the credentials file, mode 0600)."""
+    """Manage dashboard accounts, kept in the database (bcrypt hashes, roles, lockouts)."""
 
 
 def credentials_option(command):
@@ -368,27 +374,42 @@ def credentials_option(command):
         "credentials_path",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
-        help="Credentials file [default: credentials.yaml or $SCHEMEWATCH_CREDENTIALS]",
+        help="An old credentials file to move into the database once "
+        "[default: credentials.yaml or $SCHEMEWATCH_CREDENTIALS]",
     )(command)
 
 
 def _read_password(password_stdin: bool) -> str:
     if password_stdin:
-        return sys.stdin.readline().rstrip("\n")
+        return sys.stdin.readline().rstrip("\r\n")
     return click.prompt("Password", hide_input=True, confirmation_prompt=True)
 
 
-def _audit(db_path: Path | None, action: str, target: str, new_value: str | None = None) -> None:
-    """Record an account change in the database's audit log (who ran it, from the OS user)."""
+def _operator() -> str:
+    """Who ran an account command, for the audit log (the OS user)."""
     import getpass
 
-    from schemewatch import store
+    return f"cli:{getpass.getuser()}"
 
-    settings = load_settings(db_path=db_path)
-    conn = store.open_database(settings.db_path)
-    with store.write_transaction(conn):
-        store.append_audit(conn, f"cli:{getpass.getuser()}", action, target, None, new_value)
-    conn.close()
+
+@contextlib.contextmanager
+def _accounts(db_path: Path | None, credentials_path: Path | None):
+    """The existing database (never created here), with any old credentials file moved in."""
+    from schemewatch import users as accounts
+
+    settings = load_settings(db_path=db_path, credentials_path=credentials_path)
+    conn = accounts.open_accounts(settings.db_path)
+    try:
+        moved = accounts.import_credentials_file(conn, settings.credentials_path, actor=_operator())
+        if moved is not None:
+            click.echo(
+                f"Moved {moved} accounts from {settings.credentials_path} into "
+                f"{settings.db_path}. That file is no longer used; delete it.",
+                err=True,
+            )
+        yield conn
+    finally:
+        conn.close()
 
 
 @users.command("add")
@@ -408,24 +429,27 @@ def users_add(username, role, name, password_stdin, random_password, credentials
     """Create an account."""
     from schemewatch import users as accounts
 
-    path = load_settings(credentials_path=credentials_path).credentials_path
-    password = accounts.random_password() if random_password else _read_password(password_stdin)
-    accounts.add_user(path, username, role, password, name)
-    _audit(db_path, "user added", username, role)
-    click.echo(f"Added {role} '{username}' to {path}.")
+    with _accounts(db_path, credentials_path) as conn:
+        password = accounts.random_password() if random_password else _read_password(password_stdin)
+        accounts.add_user(conn, username, role, password, name, actor=_operator())
+    click.echo(f"Added {role} '{username}'.")
     if random_password:
         click.echo(f"Password (shown only now): {password}")
 
 
 @users.command("list")
 @credentials_option
+@db_option
 @friendly_errors
-def users_list(credentials_path):
+def users_list(credentials_path, db_path):
     """List accounts and their roles."""
     from schemewatch import users as accounts
 
-    path = load_settings(credentials_path=credentials_path).credentials_path
-    for username, role, name in accounts.list_users(path):
+    with _accounts(db_path, credentials_path) as conn:
+        listed = accounts.list_users(conn)
+    if not listed:
+        click.echo("No accounts yet; add one with `schemewatch users add`.", err=True)
+    for username, role, name in listed:
         click.echo(f"{username:<24} {role:<12} {name}")
 
 
@@ -435,12 +459,11 @@ def users_list(credentials_path):
 @db_option
 @friendly_errors
 def users_remove(username, credentials_path, db_path):
-    """Delete an account."""
+    """Remove an account; its open dashboard sessions end at their next page load."""
     from schemewatch import users as accounts
 
-    path = load_settings(credentials_path=credentials_path).credentials_path
-    accounts.remove_user(path, username)
-    _audit(db_path, "user removed", username)
+    with _accounts(db_path, credentials_path) as conn:
+        accounts.remove_user(conn, username, actor=_operator())
     click.echo(f"Removed '{username}'.")
 
 
@@ -451,13 +474,27 @@ def users_remove(username, credentials_path, db_path):
 @db_option
 @friendly_errors
 def users_reset_password(username, password_stdin, credentials_path, db_path):
-    """Give an account a new password."""
+    """Give an account a new password; unlocks it and ends its open sessions."""
     from schemewatch import users as accounts
 
-    path = load_settings(credentials_path=credentials_path).credentials_path
-    accounts.reset_password(path, username, _read_password(password_stdin))
-    _audit(db_path, "password reset", username)
+    with _accounts(db_path, credentials_path) as conn:
+        accounts.reset_password(conn, username, _read_password(password_stdin), actor=_operator())
     click.echo(f"Password of '{username}' reset.")
+
+
+@users.command("set-role")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["auditor", "supervisor", "admin"]), required=True)
+@credentials_option
+@db_option
+@friendly_errors
+def users_set_role(username, role, credentials_path, db_path):
+    """Give an account another role; its open sessions end."""
+    from schemewatch import users as accounts
+
+    with _accounts(db_path, credentials_path) as conn:
+        accounts.change_role(conn, username, role, actor=_operator())
+    click.echo(f"'{username}' is now {role}.")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -116,7 +116,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--db", default="transactions.db")
     parser.add_argument("--model-dir", default="modeling")
-    parser.add_argument("--credentials", default="credentials.yaml")
+    parser.add_argument(
+        "--credentials",
+        default="credentials.yaml",
+        help="An old credentials file, moved into the database once (accounts live there).",
+    )
     parser.add_argument("--port", type=int, default=8501)
     parser.add_argument("--rate", type=float, default=20)
     args = parser.parse_args()

@@ -24,6 +24,10 @@ class ImportRejected(SchemewatchError):
         super().__init__(f"{first}{more}; nothing was imported")
 
 
+class OutputError(SchemewatchError):
+    """An export or rejects file could not be written; nothing was left behind."""
+
+
 class GenerationError(SchemewatchError):
     """The generator was asked for something it cannot build."""
 

@@ -29,25 +29,23 @@ FEATURE_TYPOLOGY = {
     "log_days_after_window": "off_cycle",
     "km_from_home": "geo_mismatch",
     "km_from_home_or_last_payout": "geo_mismatch",
-    "log_payments_1h": "burst",
-    "log_payments_24h": "burst",
-    "log_payments_30d": "burst",
-    "log_amount_1h": "burst",
-    "log_amount_24h": "burst",
-    "log_amount_30d": "burst",
+    **{f"log_scheme_payments_{w}": "burst" for w in features.BENEFICIARY_WINDOWS},
+    **{f"log_scheme_amount_{w}": "burst" for w in features.BENEFICIARY_WINDOWS},
     "earlier_payments_same_period": "duplicate_instalment",
     "earlier_payments_same_period_same_amount": "duplicate_instalment",
     "period_amount_to_entitlement": "duplicate_instalment",
     "period_paid_over_entitlement": "duplicate_instalment",
     "log_days_since_last_payment": "burst",
     "log_beneficiaries_on_account": "shared_account_ring",
-    "log_agent_payments_10min": "agent_collusion",
-    "log_agent_beneficiaries_10min": "agent_collusion",
-    "log_agent_night_payments_10min": "agent_collusion",
-    "log_agent_far_payments_10min": "agent_collusion",
+    "paid_into_new_account": "shared_account_ring",
+    **{f"log_agent_payments_{w}": "agent_collusion" for w in features.AGENT_WINDOWS},
+    **{f"log_agent_beneficiaries_{w}": "agent_collusion" for w in features.AGENT_DISTINCT_WINDOWS},
+    "agent_night_hours_10min": "agent_collusion",
+    "log_agent_km_10min": "agent_collusion",
     "log_days_period_began_after_death": "payment_after_death",
     "log_beneficiaries_sharing_phone": "ghost_beneficiary",
-    "phone_sharers_enrolled_together": "ghost_beneficiary",
+    "share_of_phone_users_at_other_homes": "ghost_beneficiary",
+    "phone_sharers_enrolled_within_30_days": "ghost_beneficiary",
     "log_operator_enrolments_same_days": "ghost_beneficiary",
 }
 # Context features (channel, scheme) never contribute to a score, so never give a reason.
@@ -75,6 +73,14 @@ def _rupees(value: float) -> str:
 def _km(value: float) -> str:
     return f"{value:,.0f} km"
 
+
+_WINDOW_WORDS = {
+    "10min": "10 minutes",
+    "1h": "hour",
+    "24h": "24 hours",
+    "7d": "7 days",
+    "30d": "30 days",
+}
 
 _SENTENCES = {
     "log_amount": ("paid {value}; normal is {normal}", _rupees),
@@ -109,38 +115,37 @@ _SENTENCES = {
         "normal is {normal}",
         lambda v: f"{v:.0%}",
     ),
-    "log_agent_night_payments_10min": (
-        "the payout agent's night-time payouts in the last 10 minutes: {value}; normal is {normal}",
-        _count,
+    "agent_night_hours_10min": (
+        "payouts by this agent in the last 10 minutes reached {value} hours into the night "
+        "(added over the payouts, this one included); normal is {normal}",
+        lambda v: f"{v:,.1f}",
     ),
-    "log_agent_far_payments_10min": (
-        "people living over 300 km away paid by this agent in the last 10 minutes: {value}; normal is {normal}",
-        _count,
+    "log_agent_km_10min": (
+        "the people this agent paid in the last 10 minutes live {value} away in all (from home or "
+        "their usual payout place, this payout included); normal is {normal}",
+        _km,
     ),
-    "log_payments_1h": (
-        "earlier payments to this beneficiary in the last hour: {value}; normal is {normal}",
-        _count,
+    "paid_into_new_account": (
+        "paid into an account never used for this beneficiary before, after earlier payments "
+        "elsewhere; normal is {normal}",
+        lambda v: "yes" if v >= 0.5 else "no",
     ),
-    "log_payments_24h": (
-        "earlier payments to this beneficiary in the last 24 hours: {value}; normal is {normal}",
-        _count,
-    ),
-    "log_payments_30d": (
-        "earlier payments to this beneficiary in the last 30 days: {value}; normal is {normal}",
-        _count,
-    ),
-    "log_amount_1h": (
-        "{value} already paid to this beneficiary in the last hour; normal is {normal}",
-        _rupees,
-    ),
-    "log_amount_24h": (
-        "{value} already paid to this beneficiary in the last 24 hours; normal is {normal}",
-        _rupees,
-    ),
-    "log_amount_30d": (
-        "{value} already paid to this beneficiary in the last 30 days; normal is {normal}",
-        _rupees,
-    ),
+    **{
+        f"log_scheme_payments_{w}": (
+            f"earlier payments of this scheme to this beneficiary in the last {_WINDOW_WORDS[w]}: "
+            "{value}; normal is {normal}",
+            _count,
+        )
+        for w in features.BENEFICIARY_WINDOWS
+    },
+    **{
+        f"log_scheme_amount_{w}": (
+            f"{{value}} already paid to this beneficiary by this scheme in the last "
+            f"{_WINDOW_WORDS[w]}; normal is {{normal}}",
+            _rupees,
+        )
+        for w in features.BENEFICIARY_WINDOWS
+    },
     "earlier_payments_same_period": (
         "earlier payments of this instalment in the same period: {value}; normal is {normal}",
         _count,
@@ -158,14 +163,22 @@ _SENTENCES = {
         "different beneficiaries paid into this account: {value}; normal is {normal}",
         _count,
     ),
-    "log_agent_payments_10min": (
-        "the payout agent's payouts in the last 10 minutes: {value}; normal is {normal}",
-        _count,
-    ),
-    "log_agent_beneficiaries_10min": (
-        "different beneficiaries the payout agent paid in the last 10 minutes: {value}; normal is {normal}",
-        _count,
-    ),
+    **{
+        f"log_agent_payments_{w}": (
+            f"the payout agent's payouts in the last {_WINDOW_WORDS[w]}: {{value}}; "
+            "normal is {normal}",
+            _count,
+        )
+        for w in features.AGENT_WINDOWS
+    },
+    **{
+        f"log_agent_beneficiaries_{w}": (
+            f"different beneficiaries the payout agent paid in the last {_WINDOW_WORDS[w]}: "
+            "{value}; normal is {normal}",
+            _count,
+        )
+        for w in features.AGENT_DISTINCT_WINDOWS
+    },
     "log_days_period_began_after_death": (
         "paid for an instalment period that began {value} days after the beneficiary's recorded "
         "death; normal is {normal}",
@@ -175,9 +188,14 @@ _SENTENCES = {
         "beneficiaries registered with the same phone: {value}; normal is {normal}",
         _count,
     ),
-    "phone_sharers_enrolled_together": (
-        "beneficiaries with the same phone enrolled by the same operator within a day: {value}; "
+    "share_of_phone_users_at_other_homes": (
+        "{value} of the beneficiaries registered with this phone live at another address; "
         "normal is {normal}",
+        lambda v: f"{v:.0%}",
+    ),
+    "phone_sharers_enrolled_within_30_days": (
+        "beneficiaries with the same phone enrolled by the same operator within 30 days: "
+        "{value}; normal is {normal}",
         _count,
     ),
     "log_operator_enrolments_same_days": (

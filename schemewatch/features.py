@@ -21,12 +21,15 @@ from schemewatch.geography import haversine_km
 from schemewatch.store import SCORING_COLUMNS
 
 HOUR, DAY = 3600, schemes.DAY
-BENEFICIARY_WINDOWS = {"1h": HOUR, "24h": DAY, "30d": 30 * DAY}
-AGENT_WINDOW = 600
+# Behaviour is measured over several windows, so a pattern shows whatever its pace.
+BENEFICIARY_WINDOWS = {"1h": HOUR, "24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY}
+AGENT_WINDOWS = {"10min": 600, "1h": HOUR, "24h": DAY}
+AGENT_DISTINCT_WINDOWS = ("10min", "1h")
 NO_PREVIOUS_PAYMENT_DAYS = 400.0
 MAX_AGENT_WINDOW_ROWS = 64
-FAR_FROM_HOME_KM = 300
-NIGHT_STARTS, NIGHT_ENDS = 21, 6
+# Hours of daylight trade around this local hour count as day; "hours into the night" grows
+# continuously beyond them (0 at 19:00 and 07:00, 6 at 01:00).
+MIDDAY, HALF_DAY_HOURS = 13.0, 6.0
 PARALLEL_ROWS = 100_000  # below this, a second thread costs more than it saves
 
 # What history an incremental batch needs for exact parity with a whole-table computation.
@@ -34,7 +37,7 @@ HISTORY_NEEDS = {
     "beneficiary": NO_PREVIOUS_PAYMENT_DAYS * DAY,  # days since last payment looks back this far
     "account": None,  # all earlier payments into the batch's accounts
     "period": None,  # all earlier payments of the batch's (beneficiary, scheme, period)
-    "agent": AGENT_WINDOW,
+    "agent": max(AGENT_WINDOWS.values()),
 }
 
 TRANSACTION_FIELDS = SCORING_COLUMNS
@@ -53,21 +56,23 @@ FEATURE_NAMES = (
     "log_days_after_window",
     "km_from_home",
     "km_from_home_or_last_payout",
-    *(f"log_payments_{w}" for w in BENEFICIARY_WINDOWS),
-    *(f"log_amount_{w}" for w in BENEFICIARY_WINDOWS),
+    *(f"log_scheme_payments_{w}" for w in BENEFICIARY_WINDOWS),
+    *(f"log_scheme_amount_{w}" for w in BENEFICIARY_WINDOWS),
     "earlier_payments_same_period",
     "earlier_payments_same_period_same_amount",
     "period_amount_to_entitlement",
     "period_paid_over_entitlement",
     "log_days_since_last_payment",
     "log_beneficiaries_on_account",
-    "log_agent_payments_10min",
-    "log_agent_beneficiaries_10min",
-    "log_agent_night_payments_10min",
-    "log_agent_far_payments_10min",
+    "paid_into_new_account",
+    *(f"log_agent_payments_{w}" for w in AGENT_WINDOWS),
+    *(f"log_agent_beneficiaries_{w}" for w in AGENT_DISTINCT_WINDOWS),
+    "agent_night_hours_10min",
+    "log_agent_km_10min",
     "log_days_period_began_after_death",
     "log_beneficiaries_sharing_phone",
-    "phone_sharers_enrolled_together",
+    "share_of_phone_users_at_other_homes",
+    "phone_sharers_enrolled_within_30_days",
     "log_operator_enrolments_same_days",
     *(f"channel_{c.lower()}" for c in schemes.CHANNELS),
     *(f"scheme_{s.lower()}" for s in schemes.SCHEME_CODES),
@@ -84,8 +89,9 @@ class Registry:
     """What scoring may know about beneficiaries: homes, entitlements, deaths, enrolment context.
 
     `beneficiaries` is indexed by beneficiary_id with columns home_latitude, home_longitude,
-    death_time (unix seconds or NaN), phone_sharers, phone_sharers_enrolled_together (same phone,
-    same operator, enrolled within a day), operator_enrolments_same_days;
+    death_time (unix seconds or NaN), phone_sharers, phone_sharers_at_other_homes (same phone,
+    another home), phone_sharers_enrolled_within_30_days (same phone, same operator, enrolled
+    within 30 days), operator_enrolments_same_days (same operator, within a day);
     `entitlements` is indexed by (beneficiary_id, scheme) with column entitlement.
     """
 
@@ -151,10 +157,16 @@ def compute_features(
     frame = frame.reset_index(drop=True)
     codes = _codes(frame)
     row = _row_features(frame, codes, registry)
-    by_beneficiary = partial(
-        _beneficiary_windows, frame, codes, row["entitlement"], row["km_from_home"]
+    paid_at = frame["paid_at"].to_numpy(np.int64)
+    order = _grouped_order(codes.beneficiary, paid_at)
+    same = codes.beneficiary[order][1:] == codes.beneficiary[order][:-1]
+    row["km_from_home_or_last_payout"] = _near_home_or_habit(
+        frame, order, same, row["km_from_home"]
     )
-    by_account_and_agent = partial(_account_and_agent, frame, codes, row["km_from_home"])
+    by_beneficiary = partial(_beneficiary_windows, frame, codes, row["entitlement"], order, same)
+    by_account_and_agent = partial(
+        _account_and_agent, frame, codes, row["km_from_home_or_last_payout"]
+    )
     if len(frame) >= PARALLEL_ROWS:
         # The two groups are independent, and numpy sorts without holding the interpreter.
         with ThreadPoolExecutor(max_workers=1) as helper:
@@ -203,8 +215,8 @@ def _row_features(frame: pd.DataFrame, codes: _Codes, registry: Registry) -> dic
     # instalment for a period that began after the death is not.
     after_death = np.where(np.isfinite(death), np.maximum(0.0, (period_began - death) / DAY), 0.0)
 
-    def count(column):  # registry counts per row (1, the beneficiary alone, where unknown)
-        return people[column].fillna(1).to_numpy(float)[codes.beneficiary]
+    def count(column, unknown=1):  # registry counts per row (the beneficiary alone if unknown)
+        return people[column].fillna(unknown).to_numpy(float)[codes.beneficiary]
 
     channel_names = np.append(codes.channels, "").astype(str)[codes.channel]
     scheme_names = codes.schemes.astype(str)[codes.scheme]
@@ -226,7 +238,10 @@ def _row_features(frame: pd.DataFrame, codes: _Codes, registry: Registry) -> dic
         "km_from_home": np.nan_to_num(km, nan=0.0),
         "log_days_period_began_after_death": np.log1p(after_death),
         "log_beneficiaries_sharing_phone": np.log1p(count("phone_sharers")),
-        "phone_sharers_enrolled_together": count("phone_sharers_enrolled_together"),
+        # A share, not a count: three people at three addresses on one phone are as odd as thirty.
+        "share_of_phone_users_at_other_homes": count("phone_sharers_at_other_homes", 0)
+        / np.maximum(count("phone_sharers"), 1),
+        "phone_sharers_enrolled_within_30_days": count("phone_sharers_enrolled_within_30_days"),
         "log_operator_enrolments_same_days": np.log1p(count("operator_enrolments_same_days")),
         **{f"channel_{c.lower()}": (channel_names == c).astype(float) for c in schemes.CHANNELS},
         **{f"scheme_{c.lower()}": (scheme_names == c).astype(float) for c in schemes.SCHEME_CODES},
@@ -270,17 +285,21 @@ def _window_counts(keys, paid_at, amount, window: int, order=None) -> tuple[np.n
 
 
 def _beneficiary_windows(
-    frame: pd.DataFrame, codes: _Codes, entitlement: np.ndarray, km_from_home: np.ndarray
+    frame: pd.DataFrame, codes: _Codes, entitlement: np.ndarray, order, same
 ) -> dict:
+    """Windows over the beneficiary's own payments; `same`: row in `order` has the previous's id."""
     paid_at = frame["paid_at"].to_numpy(np.int64)
     amount = frame["amount"].to_numpy(float)
     beneficiary = codes.beneficiary
     out = {}
-    order = _grouped_order(beneficiary, paid_at)
+    # Per scheme: a pension and a crop instalment drawn in one visit are everyday; the same
+    # scheme paid again within hours or days is not.
+    beneficiary_scheme = beneficiary * len(codes.schemes) + codes.scheme
+    scheme_order = _grouped_order(beneficiary_scheme, paid_at)
     for name, window in BENEFICIARY_WINDOWS.items():
-        counts, sums = _window_counts(beneficiary, paid_at, amount, window, order)
-        out[f"log_payments_{name}"] = np.log1p(counts)
-        out[f"log_amount_{name}"] = np.log1p(sums)
+        counts, sums = _window_counts(beneficiary_scheme, paid_at, amount, window, scheme_order)
+        out[f"log_scheme_payments_{name}"] = np.log1p(counts)
+        out[f"log_scheme_amount_{name}"] = np.log1p(sums)
     scheme_period = codes.scheme * len(codes.periods) + codes.period
     period_key = beneficiary * (len(codes.schemes) * len(codes.periods)) + scheme_period
     out["earlier_payments_same_period"] = _earlier_in_group(period_key)
@@ -293,15 +312,24 @@ def _beneficiary_windows(
     # Zero for almost every honest payment, whatever the scheme: the basic audit rule, one-sided.
     out["period_paid_over_entitlement"] = np.maximum(0.0, paid_in_period / entitlement - 1)
     gap = np.full(len(order), NO_PREVIOUS_PAYMENT_DAYS)
-    same = beneficiary[order][1:] == beneficiary[order][:-1]
     previous_gap = (paid_at[order][1:] - paid_at[order][:-1]) / DAY
     gap_sorted = np.r_[
         NO_PREVIOUS_PAYMENT_DAYS, np.where(same, previous_gap, NO_PREVIOUS_PAYMENT_DAYS)
     ]
     gap[order] = np.minimum(gap_sorted, NO_PREVIOUS_PAYMENT_DAYS)
     out["log_days_since_last_payment"] = np.log1p(gap)
-    out["km_from_home_or_last_payout"] = _near_home_or_habit(frame, order, same, km_from_home)
+    out["paid_into_new_account"] = _into_new_account(codes, order, same, previous_gap)
     return out
+
+
+def _into_new_account(codes: _Codes, order, same, previous_gap) -> np.ndarray:
+    """1 where a beneficiary paid before (within the history) is paid into an account never used
+    for them before: money diverted to someone else's account. Going back to an old one is not."""
+    pair = codes.account * (len(codes.beneficiaries) + 1) + codes.beneficiary
+    first_on_account = ~pd.Series(pair).duplicated().to_numpy()
+    paid_before = np.zeros(len(order), bool)
+    paid_before[order[1:]] = same & (previous_gap < NO_PREVIOUS_PAYMENT_DAYS)
+    return (first_on_account & paid_before & codes.has_account).astype(float)
 
 
 def _near_home_or_habit(frame, order, same_as_previous, km_from_home) -> np.ndarray:
@@ -326,7 +354,7 @@ def _earlier_in_group(keys: np.ndarray) -> np.ndarray:
     return pd.Series(keys).groupby(keys).cumcount().to_numpy(float)
 
 
-def _account_and_agent(frame: pd.DataFrame, codes: _Codes, km_from_home: np.ndarray) -> dict:
+def _account_and_agent(frame: pd.DataFrame, codes: _Codes, km_from_habit: np.ndarray) -> dict:
     paid_at = frame["paid_at"].to_numpy(np.int64)
     beneficiary = codes.beneficiary
     account = codes.account
@@ -336,43 +364,64 @@ def _account_and_agent(frame: pd.DataFrame, codes: _Codes, km_from_home: np.ndar
     has_agent = codes.has_agent
     agent = codes.agent
     agent_order = _grouped_order(agent, paid_at)
-    far = (km_from_home > FAR_FROM_HOME_KM).astype(float)
-    agent_counts, far_counts = _window_counts(agent, paid_at, far, AGENT_WINDOW, agent_order)
-    agent_distinct = _distinct_in_window(agent, beneficiary, paid_at, AGENT_WINDOW, agent_order)
-    hour = schemes.local_hours(paid_at)
-    night = (hour >= NIGHT_STARTS) | (hour < NIGHT_ENDS)
-    return {
-        "log_beneficiaries_on_account": np.log1p(distinct),
-        "log_agent_payments_10min": np.log1p(np.where(has_agent, agent_counts, 0)),
-        "log_agent_beneficiaries_10min": np.log1p(np.where(has_agent, agent_distinct, 0)),
-        # The same agent count, but only where it is suspicious: at night, or for people far away.
-        "log_agent_night_payments_10min": np.log1p(
-            np.where(has_agent & night, agent_counts + 1, 0)
-        ),
-        "log_agent_far_payments_10min": np.log1p(np.where(has_agent, far_counts + far, 0)),
-    }
+    out = {"log_beneficiaries_on_account": np.log1p(distinct)}
+    night = hours_into_night(schemes.local_hours(paid_at))
+    short = AGENT_WINDOWS["10min"]
+    counts, night_sum = _window_counts(agent, paid_at, night, short, agent_order)
+    _, km_sum = _window_counts(agent, paid_at, km_from_habit, short, agent_order)
+    out["log_agent_payments_10min"] = np.log1p(np.where(has_agent, counts, 0))
+    for name, window in AGENT_WINDOWS.items():
+        if name != "10min":
+            longer, _ = _window_counts(agent, paid_at, counts, window, agent_order)
+            out[f"log_agent_payments_{name}"] = np.log1p(np.where(has_agent, longer, 0))
+    windows = [AGENT_WINDOWS[w] for w in AGENT_DISTINCT_WINDOWS]
+    for name, values in zip(
+        AGENT_DISTINCT_WINDOWS,
+        _distinct_in_window(agent, beneficiary, paid_at, windows, agent_order),
+        strict=True,
+    ):
+        out[f"log_agent_beneficiaries_{name}"] = np.log1p(np.where(has_agent, values, 0))
+    # Continuous measures of what makes a sweep suspicious: how deep into the night, and how far
+    # from home (or habit) the people paid out in the last 10 minutes live, this payout included.
+    out["agent_night_hours_10min"] = np.where(has_agent, night_sum + night, 0)
+    out["log_agent_km_10min"] = np.log1p(np.where(has_agent, km_sum + km_from_habit, 0))
+    return out
 
 
-def _distinct_in_window(keys, values, paid_at, window: int, order) -> np.ndarray:
-    """Distinct `values` among this row and earlier rows of the same key within `window` s."""
+def hours_into_night(hour: np.ndarray) -> np.ndarray:
+    """Hours beyond the working day (0 from 07:00 to 19:00 local, up to 6 at 01:00)."""
+    from_midday = np.abs((np.asarray(hour, float) - MIDDAY + 12) % 24 - 12)
+    return np.maximum(0.0, from_midday - HALF_DAY_HOURS)
+
+
+def _distinct_in_window(keys, values, paid_at, windows, order) -> list[np.ndarray]:
+    """Per window: distinct `values` among this row and earlier rows of the same key within it.
+
+    Looks back at most MAX_AGENT_WINDOW_ROWS rows (a cap far above any honest count).
+    """
     k, v, t = keys[order], values[order], paid_at[order]
     composite = k.astype(np.int64) * (1 << 34) + t
-    first = np.searchsorted(composite, composite - window, side="left")
+    firsts = [np.searchsorted(composite, composite - w, side="left") for w in windows]
     n = len(order)
     previous_same = np.full(n, -1)
     pair = pd.Series(k.astype(np.int64) * (n + 1) + v)
     shifted = pair.groupby(pair.to_numpy()).cumcount().to_numpy()
     positions = np.arange(n)
     previous_same[shifted > 0] = _previous_index(pair.to_numpy())[shifted > 0]
-    distinct = np.zeros(n)
+    distinct = [np.zeros(n) for _ in windows]
+    widest = int(np.argmax(windows))
     for offset in range(min(MAX_AGENT_WINDOW_ROWS, n)):
         j = positions - offset
-        inside = j >= first
-        if not inside.any():
+        if not (j >= firsts[widest]).any():
             break
-        distinct += inside & (previous_same[np.maximum(j, 0)] < first)
-    out = np.empty(n)
-    out[order] = distinct
+        previous = previous_same[np.maximum(j, 0)]
+        for first, counts in zip(firsts, distinct, strict=True):
+            counts += (j >= first) & (previous < first)
+    out = []
+    for counts in distinct:
+        unsorted = np.empty(n)
+        unsorted[order] = counts
+        out.append(unsorted)
     return out
 
 
@@ -391,9 +440,11 @@ REGISTRY_COLUMNS = (
     "home_longitude",
     "date_of_death",
     "phone_sharers",
-    "phone_sharers_enrolled_together",
+    "phone_sharers_at_other_homes",
+    "phone_sharers_enrolled_within_30_days",
     "operator_enrolments_same_days",
 )
+_REGISTRY_COUNTS = REGISTRY_COLUMNS[4:]
 
 
 def build_registry(context: pd.DataFrame, entitlements: pd.DataFrame) -> Registry:
@@ -408,13 +459,7 @@ def build_registry(context: pd.DataFrame, entitlements: pd.DataFrame) -> Registr
             "home_latitude": people["home_latitude"].to_numpy(float),
             "home_longitude": people["home_longitude"].to_numpy(float),
             "death_time": death_time.to_numpy(float),
-            "phone_sharers": people["phone_sharers"].to_numpy(float),
-            "phone_sharers_enrolled_together": people["phone_sharers_enrolled_together"].to_numpy(
-                float
-            ),
-            "operator_enrolments_same_days": people["operator_enrolments_same_days"].to_numpy(
-                float
-            ),
+            **{name: people[name].to_numpy(float) for name in _REGISTRY_COUNTS},
         },
         index=people.index,
     )

@@ -124,6 +124,31 @@ def scatter_on_land(rng, centre_lat, centre_lon, spread_km) -> tuple[np.ndarray,
     return np.round(lat, 5), np.round(lon, 5)
 
 
+def _place_key(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+@lru_cache(maxsize=1)
+def _places() -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+    districts = load_districts()
+    states = {_place_key(s): str(s) for s in districts.state}
+    names = {
+        (_place_key(s), _place_key(d)): str(d)
+        for s, d in zip(districts.state, districts.name, strict=True)
+    }
+    return states, names
+
+
+def canonical_state(name: str) -> str | None:
+    """The state's name as in our table (case and spacing ignored), or None if unknown."""
+    return _places()[0].get(_place_key(name))
+
+
+def canonical_district(state: str, name: str) -> str | None:
+    """The district's name as in our table, if it is one of `state`'s districts; else None."""
+    return _places()[1].get((_place_key(state), _place_key(name)))
+
+
 def nearest_district(latitude: float, longitude: float) -> int:
     """Index of the district whose headquarters is closest to a point."""
     districts = load_districts()

@@ -2,8 +2,9 @@
 
 Variety that a fraud detector must not mistake for fraud: late and very late instalments, night-time
 bank batch credits, agents paying out crowds on market day, migrants drawing money in distant
-cities, two MGNREGA muster rolls in one fortnight, pension arrears of two months at once, and the
-instalment due for the month someone died being paid after their death.
+cities, two MGNREGA muster rolls in one fortnight, pension arrears of two months at once (only
+after a month that was missed), and the instalment due for the month someone died being paid after
+their death.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import date, timedelta
 import numpy as np
 
 from schemewatch import schemes
+from schemewatch.geography import haversine_km
 from schemewatch.payments import NO_AGENT, Payments
 from schemewatch.population import World
 
@@ -20,6 +22,9 @@ EPOCH = date(1970, 1, 1)
 BANK = schemes.CHANNELS.index("BANK")
 POST = schemes.CHANNELS.index("POST")
 AEPS = schemes.CHANNELS.index("AEPS")
+NEIGHBOURING = 3  # payouts "elsewhere" are at an agent of one of the nearest districts
+# Share of pensioners whose missed month is paid with the next one (two months at once).
+ARREARS_AFTER_MISSED_MONTH = 0.3
 
 
 def day_number(day: date) -> int:
@@ -107,12 +112,15 @@ def settle(rng, world: World, enrolment, day, period, amount) -> Payments:
 
 
 def _nearby_agent(rng, world: World, district: np.ndarray) -> np.ndarray:
-    """An agent in another district of the same state (people travel to markets)."""
-    state = world.districts.state
-    agents_state = state[world.agent_district]
+    """An agent in one of the three districts nearest to home (people travel to markets)."""
+    districts = world.districts
     chosen = np.empty(len(district), np.int64)
     for d in np.unique(district):
-        pool = np.flatnonzero(agents_state == state[d])
+        km = haversine_km(
+            districts.latitude[d], districts.longitude[d], districts.latitude, districts.longitude
+        )
+        km[d] = np.inf
+        pool = np.flatnonzero(np.isin(world.agent_district, np.argsort(km)[:NEIGHBOURING]))
         rows = np.flatnonzero(district == d)
         chosen[rows] = pool[rng.integers(0, len(pool), len(rows))]
     return chosen
@@ -128,7 +136,11 @@ def _next_market_day(rng, world: World, agent, day) -> np.ndarray:
 
 def _counter_hours(rng, n: int) -> np.ndarray:
     """Seconds after midnight for a counter payout: market hours, busiest late morning."""
-    hours = np.clip(rng.normal(11.5, 2.0, n), 8.0, 18.5)
+    hours = rng.normal(11.5, 2.0, n)
+    # Those who come before opening or after closing queue and are served one by one, over the
+    # first or last half hour (not all in the same second).
+    hours = np.where(hours < 8.0, 8.0 + rng.uniform(0, 0.5, n), hours)
+    hours = np.where(hours > 18.5, 18.5 - rng.uniform(0, 0.5, n), hours)
     return (hours * 3600).astype(np.int64)
 
 
@@ -193,18 +205,22 @@ def _pension(rng, world, enrolments, start_day, end_day):
     first, last = to_date(start_day - 31), to_date(end_day)
     month = date(first.year, first.month, 1)
     entitlement = world.enrolment_entitlement[enrolments]
+    missed = np.zeros(len(enrolments), bool)  # last month's pension was due but not paid
     while month <= last:
         label = f"{month:%Y-%m}"
         month_start = day_number(month)
-        alive = _alive_for(world, enrolments, month_start) & (rng.random(len(enrolments)) < 0.97)
+        due = _alive_for(world, enrolments, month_start)
+        alive = due & (rng.random(len(enrolments)) < 0.97)
         paid = enrolments[alive]
         day = month_start + int(rng.integers(0, 6)) + rng.integers(0, 3, len(paid))
         late = rng.random(len(paid)) < 0.03
         day[late] += rng.integers(5, 14, late.sum())
         amount = entitlement[alive].copy()
-        arrears = rng.random(len(paid)) < 0.002
+        # A real arrear: the month before was missed, and now both months are paid at once.
+        arrears = missed[alive] & (rng.random(len(paid)) < ARREARS_AFTER_MISSED_MONTH)
         amount[arrears] *= 2
         chunks.append((paid, day, np.full(len(paid), label, object), amount))
+        missed = due & ~alive
         month = (month + timedelta(days=32)).replace(day=1)
     return _collect(chunks)
 
@@ -228,7 +244,9 @@ def _mgnrega(rng, world, enrolments, start_day, end_day):
             rate = day_rate[works]
             day = fortnight_end + 8 + np.minimum(rng.gamma(2.0, 5.0, len(worked)), 30).astype(int)
             two_sites = (rng.random(len(worked)) < 0.03) & (days_worked >= 4)
-            first_part = np.where(two_sites, days_worked // 2, days_worked)
+            # Days at the two worksites fall as they fall, rarely exactly half each.
+            split = rng.integers(1, np.maximum(days_worked, 2))
+            first_part = np.where(two_sites, split, days_worked)
             chunks.append((worked, day, np.full(len(worked), label, object), rate * first_part))
             second = np.flatnonzero(two_sites)
             chunks.append(

@@ -133,6 +133,8 @@ def _period_dates(scheme: str, period: str) -> tuple[date, date]:
     try:
         if scheme == PM_KISAN:
             year, part = int(period[:4]), int(period.split("/P")[1])
+            if part not in (1, 2, 3):
+                raise ValueError(period)
             start = _month_start(year, 4 + 4 * (part - 1))
             return start, _month_start(start.year, start.month + 4)
         if scheme == OLD_AGE_PENSION:
@@ -152,7 +154,7 @@ def _period_dates(scheme: str, period: str) -> tuple[date, date]:
             if part not in (1, 2, 3):
                 raise ValueError(period)
             return date(year, 4, 1), date(year + 1, 4, 1)
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, OverflowError):
         pass
     raise ValueError(f"'{period}' is not a valid instalment period for {scheme}")
 
@@ -170,7 +172,7 @@ def canonical_period_text(scheme: str, period: str) -> str:
     """Re-render a parsed label, so '2025-7' and '2025-07' are not both accepted."""
     start, _ = _period_dates(scheme, period)
     if scheme == PM_KISAN:
-        return f"{fiscal_year_label(int(period[:4]))}/P{period.split('/P')[1]}"
+        return f"{fiscal_year_label(int(period[:4]))}/P{int(period.split('/P')[1])}"
     if scheme == OLD_AGE_PENSION:
         return f"{start:%Y-%m}"
     if scheme == MGNREGA:
@@ -178,7 +180,7 @@ def canonical_period_text(scheme: str, period: str) -> str:
         return f"{start:%Y-%m}-{half}" if half == "F1" else f"{start - timedelta(days=1):%Y-%m}-F2"
     if scheme == SCHOLARSHIP:
         return fiscal_year_label(start.year)
-    return f"{fiscal_year_label(start.year)}/I{period.split('/I')[1]}"
+    return f"{fiscal_year_label(start.year)}/I{int(period.split('/I')[1])}"
 
 
 def local_days(paid_at: np.ndarray) -> np.ndarray:

@@ -13,8 +13,12 @@ class Settings:
 
     db_path: Path = Path("transactions.db")
     model_dir: Path = Path("modeling")
+    # Read once, by the first command or dashboard run after upgrading, then no longer used:
+    # accounts live in the database.
     credentials_path: Path = Path("credentials.yaml")
     busy_timeout_ms: int = 10_000
+    session_hours: int = 12  # a dashboard session and its cookie last this long at most
+    idle_minutes: int = 30  # a dashboard session with no page load for this long ends
 
 
 def load_settings(environ: dict | None = None, **overrides) -> Settings:

@@ -3,6 +3,10 @@
 Every injector takes honest payments it may use (`Pool`), a row budget, and returns a `Injection`:
 which pool rows it consumed (they are replaced) and the labelled rows it produced. Except for
 over-entitlement, amounts stay those of honest instalments: only behaviour gives the fraud away.
+
+Each typology is a family, not a point: every group draws its own size, pace, distance or span
+from a wide range (see `FAMILIES`), so a detector that only recognised one setting would miss most
+of the family.
 """
 
 from __future__ import annotations
@@ -13,12 +17,38 @@ from functools import cached_property
 import numpy as np
 
 from schemewatch import schemes
-from schemewatch.geography import haversine_km
+from schemewatch.geography import haversine_km, scatter_on_land
 from schemewatch.payments import TYPOLOGIES, Payments
 from schemewatch.population import World, phone_hashes
 from schemewatch.schedule import AEPS, normal_payments
 
 MINUTE, HOUR, DAY = 60, 3600, schemes.DAY
+
+# The range each family's parameters are drawn from (log-uniformly where they span decades).
+FAMILIES = {
+    "over_entitlement": {"times_entitlement": (1.2, 6.0)},
+    "duplicate_instalment": {"seconds_apart": (10 * MINUTE, 42 * DAY)},
+    "burst": {"payments": (3, 15), "seconds_spanned": (5 * MINUTE, DAY)},
+    "shared_account_ring": {
+        "members": (3, 60),
+        "seconds_spanned": (10 * MINUTE, 28 * DAY),  # a sweep of each member's next payment
+        "days_flowing": (14, 180),  # or every payment for weeks to months
+    },
+    "agent_collusion": {"payouts": (5, 40), "seconds_apart": (10, 2 * MINUTE), "far_km": 200},
+    "payment_after_death": {"days_dead_before": (10, 150)},
+    "geo_mismatch": {"km_from_home": (300, 1500)},
+    "ghost_beneficiary": {"ghosts": (3, 60), "enrolment_days": (1, 30), "months_paid": (1, 6)},
+}
+
+
+def log_uniform(rng, low: float, high: float, size=None):
+    """Values spread evenly over orders of magnitude between low and high."""
+    return np.exp(rng.uniform(np.log(low), np.log(high), size))
+
+
+def _count_between(rng, low: int, high: int) -> int:
+    """A whole number in [low, high], small ones as likely per decade as large ones."""
+    return int(np.floor(log_uniform(rng, low, high + 1)))
 
 
 @dataclass
@@ -85,25 +115,25 @@ def _replace_each(rng, world, pool: Pool, budget: int, typology: str, alter) -> 
 
 
 def over_entitlement(rng, world: World, pool: Pool, budget: int) -> Injection:
-    """Instalments paid at 1.3-4x the beneficiary's entitlement."""
+    """Instalments paid at 1.2-6x the beneficiary's entitlement (modest to gross)."""
     return _replace_each(rng, world, pool, budget, "over_entitlement", inflate_amounts)
 
 
 def inflate_amounts(rng, world: World, rows: Payments) -> None:
-    """Pay 1.3-4x the beneficiary's entitlement for the instalment, in place."""
+    """Pay 1.2-6x the beneficiary's entitlement for the instalment, in place."""
     entitlement = world.entitlement_of(rows.beneficiary, rows.scheme)
-    rows.amount[:] = np.ceil(entitlement * rng.uniform(1.3, 4.0, len(rows)) / 10) * 10
+    low, high = FAMILIES["over_entitlement"]["times_entitlement"]
+    rows.amount[:] = np.ceil(entitlement * log_uniform(rng, low, high, len(rows)) / 10) * 10
 
 
 def duplicate_instalment(rng, world: World, pool: Pool, budget: int) -> Injection:
-    """The same instalment paid a second time, hours or days after the first."""
+    """The same instalment paid a second time, minutes to weeks after the first."""
     index = pool.pick(rng, budget)
     rows = pool.payments.take(index)
-    delay = rng.integers(2 * HOUR, 10 * DAY, len(rows))
-    later = rows.paid_at + delay
-    rows.paid_at[:] = np.where(
-        later < pool.end, later, np.maximum(rows.paid_at - delay, pool.start)
-    )
+    delay = log_uniform(rng, *FAMILIES["duplicate_instalment"]["seconds_apart"], len(rows))
+    delay = delay.astype(np.int64)
+    # Always after the original (the copy is the fraud), however close to the year's end.
+    rows.paid_at[:] = np.minimum(rows.paid_at + delay, np.maximum(rows.paid_at + 1, pool.end - 1))
     return _added(rows, "duplicate_instalment", pool.new_groups(len(rows)))
 
 
@@ -128,15 +158,20 @@ def _outside(rng, avoid_start: int, avoid_end: int, start: int, end: int) -> int
 
 
 def burst(rng, world: World, pool: Pool, budget: int) -> Injection:
-    """Five to twelve payments to one beneficiary within an hour or two, dressed up as arrears."""
+    """Three to fifteen payments to one beneficiary within minutes to a day, posing as arrears."""
+    family = FAMILIES["burst"]
     parts, produced = [], 0
     while produced < budget:
         template = pool.pick(rng, 1)
         if len(template) == 0:
             break
-        size = min(int(rng.integers(5, 13)), budget - produced)
+        size = min(_count_between(rng, *family["payments"]), budget - produced)
+        if budget - produced - size < family["payments"][0]:
+            size = budget - produced  # too few left for a burst of their own
         rows = pool.payments.take(np.repeat(template, size))
-        rows.paid_at[:] = rows.paid_at[0] + np.cumsum(rng.integers(2 * MINUTE, 20 * MINUTE, size))
+        span = log_uniform(rng, *family["seconds_spanned"])
+        offsets = np.sort(rng.uniform(0, span, size)).astype(np.int64)
+        rows.paid_at[:] = rows.paid_at[0] + MINUTE + offsets
         scheme = schemes.SCHEME_CODES[rows.scheme[0]]
         rows.period[:] = [
             schemes.period_for_payment(scheme, int(rows.paid_at[0]) - k * 31 * DAY)
@@ -149,23 +184,68 @@ def burst(rng, world: World, pool: Pool, budget: int) -> Injection:
 
 
 def shared_account_ring(rng, world: World, pool: Pool, budget: int) -> Injection:
-    """Eight to twenty-five beneficiaries of one district all paid into one account from a date."""
+    """A handful to dozens of beneficiaries of one district paid into one new account.
+
+    Either the members' next payments are swept into the account within minutes to weeks, or
+    (half the rings) all their payments flow there for weeks to months.
+    """
+    family = FAMILIES["shared_account_ring"]
     payments, parts, used = pool.payments, [], []
     district_of_row = world.district[payments.beneficiary]
-    while sum(len(p) for p in parts) < budget:
-        members = _local_group(rng, world, pool, district_of_row, int(rng.integers(8, 26)))
+    first_paid = np.full(int(payments.beneficiary.max(initial=-1)) + 1, np.iinfo(np.int64).max)
+    np.minimum.at(first_paid, payments.beneficiary, payments.paid_at)
+    rows_of = _rows_by_beneficiary(payments.beneficiary)
+    for _attempt in range(budget + 20):
+        if sum(len(p) for p in parts) >= budget:
+            break
+        size = _count_between(rng, *family["members"])
+        members = _local_group(rng, world, pool, district_of_row, size)
         if members is None:
             break
         since = rng.integers(pool.start, pool.start + int(0.6 * (pool.end - pool.start)))
-        rows_mask = np.isin(payments.beneficiary, members) & (payments.paid_at >= since)
-        index = pool.claim(np.flatnonzero(rows_mask))
+        until = since + int(log_uniform(rng, *family["days_flowing"]) * DAY)
+        candidates = rows_of(members)
+        paid_at = payments.paid_at[candidates]
+        candidates = candidates[(paid_at >= since) & (paid_at < until) & pool.free[candidates]]
+        # Rings divert established beneficiaries: members already paid before the ring began.
+        candidates = candidates[first_paid[payments.beneficiary[candidates]] < since]
+        swept = rng.random() < 0.5
+        if swept:  # each member's next payment only, re-timed into a short span
+            first_of_member = np.unique(payments.beneficiary[candidates], return_index=True)[1]
+            candidates = candidates[first_of_member]
+        index = pool.claim(candidates)
         index = index[: budget - sum(len(p) for p in parts)]
+        if len(index) == 0:
+            continue
         rows = payments.take(index)
+        if swept:
+            span = log_uniform(rng, *family["seconds_spanned"])
+            start = min(int(rows.paid_at.min()), pool.end - int(span) - 1)
+            rows.paid_at[:] = start + np.sort(rng.uniform(0, span, len(rows))).astype(np.int64)
+            scheme_codes = [schemes.SCHEME_CODES[c] for c in rows.scheme]
+            rows.period[:] = [
+                schemes.period_for_payment(code, int(t))
+                for code, t in zip(scheme_codes, rows.paid_at, strict=True)
+            ]
         rows.account[:] = world.new_account()
         rows.mark("shared_account_ring", pool.new_groups()[0])
         parts.append(rows)
         used.append(index)
     return _combined(parts, used)
+
+
+def _rows_by_beneficiary(beneficiary: np.ndarray):
+    """A lookup: the row indexes (ascending) of some beneficiaries, without scanning every row."""
+    order = np.argsort(beneficiary, kind="stable")
+    ordered = beneficiary[order]
+
+    def rows_of(members: np.ndarray) -> np.ndarray:
+        low = np.searchsorted(ordered, members, side="left")
+        high = np.searchsorted(ordered, members, side="right")
+        parts = [order[a:b] for a, b in zip(low, high, strict=True)]
+        return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+
+    return rows_of
 
 
 def _local_group(rng, world, pool, district_of_row, size):
@@ -180,24 +260,32 @@ def _local_group(rng, world, pool, district_of_row, size):
 
 
 def agent_collusion(rng, world: World, pool: Pool, budget: int) -> Injection:
-    """One payout agent paying out for 10-30 beneficiaries within minutes, at night or far away."""
+    """One payout agent paying out for 5-40 beneficiaries seconds to minutes apart.
+
+    By day or by night, for people living nearby or 200+ km away: four kinds of sweep.
+    """
+    family = FAMILIES["agent_collusion"]
     payments, parts, used = pool.payments, [], []
     for _attempt in range(20 * budget + 20):
         if sum(len(p) for p in parts) >= budget or not pool.free.any():
             break
         agent = int(rng.integers(0, len(world.agent_ids)))
-        at_night = rng.random() < 0.5
-        candidates = _collusion_candidates(world, pool, agent, at_night)
-        size = min(int(rng.integers(10, 31)), budget - sum(len(p) for p in parts))
+        far = rng.random() < 0.5
+        candidates = _collusion_candidates(world, pool, agent, far, family["far_km"])
+        size = min(_count_between(rng, *family["payouts"]), budget - sum(len(p) for p in parts))
         index = pool.pick(rng, size, where=candidates)
-        if len(index) < min(size, 5):
+        if len(index) < min(size, 3):
             pool.free[index] = True
             continue
         rows = payments.take(index)
         local_day = (int(rows.paid_at.min()) + schemes.IST_OFFSET_SECONDS) // DAY
-        hour = rng.uniform(22, 28) if at_night else rng.uniform(10, 16)
+        at_night = rng.random() < 0.5
+        hour = rng.uniform(21, 29) if at_night else rng.uniform(8, 18)
         first = local_day * DAY + int(hour * HOUR) - schemes.IST_OFFSET_SECONDS
-        rows.paid_at[:] = first + np.cumsum(rng.integers(15, 60, len(rows)))
+        gap = log_uniform(rng, *family["seconds_apart"])
+        rows.paid_at[:] = first + np.cumsum(rng.uniform(0.5 * gap, 1.5 * gap, len(rows))).astype(
+            np.int64
+        )
         rows.agent[:], rows.channel[:] = agent, AEPS
         rows.latitude[:], rows.longitude[:] = world.agent_lat[agent], world.agent_lon[agent]
         rows.mark("agent_collusion", pool.new_groups()[0])
@@ -206,8 +294,10 @@ def agent_collusion(rng, world: World, pool: Pool, budget: int) -> Injection:
     return _combined(parts, used)
 
 
-def _collusion_candidates(world: World, pool: Pool, agent: int, at_night: bool) -> np.ndarray:
-    """Same scheme and period as a random untouched row; local (at night) or 300+ km away."""
+def _collusion_candidates(
+    world: World, pool: Pool, agent: int, far: bool, far_km: float
+) -> np.ndarray:
+    """Same scheme and period as a random untouched row; living nearby or `far_km`+ away."""
     payments = pool.payments
     free = np.flatnonzero(pool.free)
     if len(free) == 0:
@@ -219,7 +309,7 @@ def _collusion_candidates(world: World, pool: Pool, agent: int, at_night: bool) 
         world.home_lat[home], world.home_lon[home], world.agent_lat[agent], world.agent_lon[agent]
     )
     mask = np.zeros(len(payments), bool)
-    mask[same_index[(distance < 150) if at_night else (distance > 300)]] = True
+    mask[same_index[(distance > far_km) if far else (distance < 150)]] = True
     return mask
 
 
@@ -236,7 +326,8 @@ def payment_after_death(rng, world: World, pool: Pool, budget: int) -> Injection
         if len(mine) < 4:
             continue
         times = np.sort(payments.paid_at[mine])
-        death_time = times[len(times) // 2] - int(rng.integers(20, 60)) * DAY
+        days_before = rng.integers(*FAMILIES["payment_after_death"]["days_dead_before"])
+        death_time = times[len(times) // 2] - int(days_before) * DAY
         period_start = np.array(
             [
                 schemes.period_start(schemes.SCHEME_CODES[payments.scheme[i]], payments.period[i])
@@ -256,18 +347,21 @@ def payment_after_death(rng, world: World, pool: Pool, budget: int) -> Injection
 
 
 def geo_mismatch(rng, world: World, pool: Pool, budget: int) -> Injection:
-    """Payouts drawn at an agent 800+ km from the beneficiary's home district."""
+    """Payouts drawn at an agent a few hundred to 1,500+ km from the beneficiary's home."""
     return _replace_each(rng, world, pool, budget, "geo_mismatch", send_far_away)
 
 
 def send_far_away(rng, world: World, rows: Payments) -> None:
-    """Move each payout to an agent 800+ km from the beneficiary's home, in place."""
+    """Move each payout to an agent 300-1,500+ km from the beneficiary's home, in place."""
+    least = log_uniform(rng, *FAMILIES["geo_mismatch"]["km_from_home"], len(rows))
     for i in range(len(rows)):
         home = rows.beneficiary[i]
         distance = haversine_km(
             world.home_lat[home], world.home_lon[home], world.agent_lat, world.agent_lon
         )
-        far = np.flatnonzero(distance > 800)
+        far = np.flatnonzero((distance > least[i]) & (distance < 1.5 * least[i]))
+        if len(far) == 0:
+            far = np.flatnonzero(distance > least[i])
         if len(far) == 0:
             far = np.array([int(np.argmax(distance))])
         agent = far[rng.integers(0, len(far))]
@@ -276,16 +370,22 @@ def send_far_away(rng, world: World, rows: Payments) -> None:
 
 
 def ghost_beneficiary(rng, world: World, pool: Pool, budget: int) -> Injection:
-    """Groups of fictitious beneficiaries enrolled by one operator in a day or two, then paid."""
+    """Groups of 3-60 fictitious beneficiaries enrolled by one operator within 1-30 days, then
+    paid for one to six months (until the money stops or the ghosts are found)."""
+    family = FAMILIES["ghost_beneficiary"]
     parts, produced = [], 0
     start_day, end_day = pool.start // DAY + 1, pool.end // DAY
     attempts = 0
     while produced < budget and attempts < 200:
         attempts += 1
-        size = int(rng.integers(10, 41))
+        size = _count_between(rng, *family["ghosts"])
+        span = _count_between(rng, *family["enrolment_days"])
         enrolled = int(rng.integers(start_day - 200, max(start_day - 199, end_day - 60)))
-        new = enrol_ghosts(rng, world, size, enrolled)
+        new = enrol_ghosts(rng, world, size, enrolled, span)
+        months = _count_between(rng, *family["months_paid"])
         rows = normal_payments(rng, world, start_day, end_day, enrolments=new)
+        first = int(rows.paid_at.min()) if len(rows) else 0
+        rows = rows.take(rows.paid_at < first + months * 30 * DAY)
         rows = rows.take(slice(0, budget - produced))
         if len(rows) == 0:
             continue
@@ -295,8 +395,11 @@ def ghost_beneficiary(rng, world: World, pool: Pool, budget: int) -> Injection:
     return Injection(np.empty(0, np.int64), Payments.concat(parts or [Payments.empty()]))
 
 
-def enrol_ghosts(rng, world: World, size: int, enrolled_day: int) -> np.ndarray:
-    """Register `size` ghosts by one operator around one day; returns their enrolment indexes."""
+def enrol_ghosts(rng, world: World, size: int, enrolled_day: int, days: int = 2) -> np.ndarray:
+    """Register `size` ghosts by one operator over `days` days; returns their enrolment indexes.
+
+    The ghosts share a few phones (about one for every three ghosts, at most six).
+    """
     operator = int(rng.integers(0, len(world.operator_ids)))
     district = (
         int(world.district[world.operator == operator][0])
@@ -306,19 +409,24 @@ def enrol_ghosts(rng, world: World, size: int, enrolled_day: int) -> np.ndarray:
     first = world.size
     ids = np.array([f"B{i + 1:08d}" for i in range(first, first + size)])
     home_pick = rng.choice(np.flatnonzero(world.district == district), size)
+    # Made-up addresses in the villages of real people nearby.
+    home_lat, home_lon = scatter_on_land(
+        rng, world.home_lat[home_pick], world.home_lon[home_pick], 3.0
+    )
     pension = rng.random(size) < 0.6
-    phones = phone_hashes(rng.integers(6_000_000_000, 9_999_999_999, rng.integers(1, 4)), "ghost")
+    phone_count = int(rng.integers(1, min(6, max(1, size // 3)) + 1))
+    phones = phone_hashes(rng.integers(6_000_000_000, 9_999_999_999, phone_count), "ghost")
     accounts = [world.new_account() for _ in range(size)]
     _extend(
         world,
         beneficiary_ids=ids,
         district=np.full(size, district),
-        home_lat=world.home_lat[home_pick],
-        home_lon=world.home_lon[home_pick],
+        home_lat=home_lat,
+        home_lon=home_lon,
         account=np.array(accounts),
         phone_hash=phones[rng.integers(0, len(phones), size)],
         operator=np.full(size, operator),
-        enrolled_day=enrolled_day + rng.integers(0, 2, size),
+        enrolled_day=enrolled_day + rng.integers(0, days, size),
         death_day=np.full(size, -1),
         persona=np.where(pension, 0, 2),
         home_agent=world.home_agent[home_pick],

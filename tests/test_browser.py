@@ -13,7 +13,7 @@ import sqlite3
 import pytest
 from conftest import ROOT
 
-from schemewatch import users
+from schemewatch import store, users
 from schemewatch.demo import start_dashboard
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -42,14 +42,15 @@ def server(scored_template, tmp_path):
     db, models = scored_template
     shutil.copy(db, tmp_path / "transactions.db")
     shutil.copytree(models, tmp_path / "modeling")
-    credentials = tmp_path / "credentials.yaml"
-    users.add_user(credentials, "ravi", "supervisor", PASSWORD, "Ravi Kumar")
+    conn = store.open_database(tmp_path / "transactions.db")
+    users.add_user(conn, "ravi", "supervisor", PASSWORD, "Ravi Kumar", actor="setup")
+    conn.close()
     port = _free_port()
     env = {
         **os.environ,
         "SCHEMEWATCH_DB": str(tmp_path / "transactions.db"),
         "SCHEMEWATCH_MODEL_DIR": str(tmp_path / "modeling"),
-        "SCHEMEWATCH_CREDENTIALS": str(credentials),
+        "SCHEMEWATCH_CREDENTIALS": str(tmp_path / "no-credentials.yaml"),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     process = start_dashboard(port, env)

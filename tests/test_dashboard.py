@@ -16,17 +16,23 @@ VIEWS = "schemewatch/dashboard/views"
 
 @pytest.fixture
 def site(scored_template, tmp_path, monkeypatch):
-    """A private copy of the scored database, its models and three accounts."""
+    """A private copy of the scored database, its models and three accounts (not audited)."""
     db, models = scored_template
     shutil.copy(db, tmp_path / "transactions.db")
     shutil.copytree(models, tmp_path / "modeling")
-    credentials = tmp_path / "credentials.yaml"
-    for name, role in (("asha", "auditor"), ("ravi", "supervisor"), ("meera", "admin")):
-        users.add_user(credentials, name, role, PASSWORD)
+    add_accounts(tmp_path / "transactions.db")
     monkeypatch.setenv("SCHEMEWATCH_DB", str(tmp_path / "transactions.db"))
     monkeypatch.setenv("SCHEMEWATCH_MODEL_DIR", str(tmp_path / "modeling"))
-    monkeypatch.setenv("SCHEMEWATCH_CREDENTIALS", str(credentials))
+    monkeypatch.setenv("SCHEMEWATCH_CREDENTIALS", str(tmp_path / "no-credentials.yaml"))
     return tmp_path
+
+
+def add_accounts(db_path) -> None:
+    """asha (auditor), ravi (supervisor) and meera (admin), added by the actor 'setup'."""
+    conn = store.open_database(db_path)
+    for name, role in (("asha", "auditor"), ("ravi", "supervisor"), ("meera", "admin")):
+        users.add_user(conn, name, role, PASSWORD, actor="setup")
+    conn.close()
 
 
 def _app() -> AppTest:
@@ -45,8 +51,10 @@ def _login(username: str, password: str = PASSWORD) -> AppTest:
 
 
 def _audit_actions(site) -> list[str]:
+    """Audited actions after the fixture's set-up."""
     conn = sqlite3.connect(site / "transactions.db")
-    return [r[0] for r in conn.execute("SELECT action FROM audit_log ORDER BY entry_id")]
+    sql = "SELECT action FROM audit_log WHERE actor != 'setup' ORDER BY entry_id"
+    return [r[0] for r in conn.execute(sql)]
 
 
 def test_nothing_but_the_login_form_before_login(site):
@@ -73,7 +81,8 @@ def test_repeated_failures_lock_the_account(site):
         _login("asha", "not the password")
     app = _login("asha")
     assert not app.metric
-    assert any("Maximum number of login attempts" in e.value for e in app.error)
+    assert any("locked" in e.value for e in app.error)
+    assert _audit_actions(site) == ["login failed"] * 5 + ["login refused"]
 
 
 def test_overview_shows_kpis_charts_and_an_offline_map(site):
@@ -159,7 +168,7 @@ def test_supervisors_get_the_download_and_the_audit_log(site):
 
 def test_pages_render_with_an_empty_database(site, monkeypatch, tmp_path):
     empty = tmp_path / "empty.db"
-    store.open_database(empty).close()
+    add_accounts(empty)  # accounts live in the database; no payments, no scores
     monkeypatch.setenv("SCHEMEWATCH_DB", str(empty))
     monkeypatch.setenv("SCHEMEWATCH_MODEL_DIR", str(tmp_path / "no-models"))
     app = _login("meera")
@@ -182,14 +191,13 @@ def test_admins_manage_accounts_from_the_users_page(site):
     next(b for b in app.button if b.label == "Add").click()
     app.run()
     assert not app.exception and any("kiran" in s.value for s in app.success)
-    assert users.check_password(
-        users.load_credentials(site / "credentials.yaml"), "kiran", "another long password"
-    )
+    conn = store.open_database(site / "transactions.db")
+    assert users.check_password(conn, "kiran", "another long password")
     app.run()  # the new account shows in the lists on the next run
     app.selectbox(key="target_user").set_value("kiran")
     next(b for b in app.button if b.label == "Remove account").click()
     app.run()
-    assert "kiran" not in [u for u, _, _ in users.list_users(site / "credentials.yaml")]
+    assert "kiran" not in [u for u, _, _ in users.list_users(conn)]
     assert _audit_actions(site)[-2:] == ["user added", "user removed"]
 
 

@@ -11,12 +11,11 @@ import pytest
 from conftest import ROOT
 from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
+from test_dashboard import PASSWORD, VIEWS, add_accounts
 
-from schemewatch import modeling, store, triage, users
+from schemewatch import modeling, store, triage
 from schemewatch.dashboard.formatting import escape_markdown
 
-PASSWORD = "a long enough secret"
-VIEWS = "schemewatch/dashboard/views"
 HOSTILE_ID = "![t](http://host.example/b.png)"
 HOSTILE_DISTRICT = "[Re-verify here](http://phish.example/login)"
 HOSTILE_NOTE = "**urgent** <img src=x onerror=alert(1)> see www.phish.example :red[now]"
@@ -27,16 +26,14 @@ RENDER = MarkdownIt("commonmark").enable(["table", "strikethrough"])
 
 @pytest.fixture
 def site(scored_template, tmp_path, monkeypatch):
-    """A private copy of the scored database, its models and three accounts."""
+    """A private copy of the scored database and models with test_dashboard's three accounts."""
     db, models = scored_template
     shutil.copy(db, tmp_path / "transactions.db")
     shutil.copytree(models, tmp_path / "modeling")
-    credentials = tmp_path / "credentials.yaml"
-    for name, role in (("asha", "auditor"), ("ravi", "supervisor"), ("meera", "admin")):
-        users.add_user(credentials, name, role, PASSWORD)
+    add_accounts(tmp_path / "transactions.db")
     monkeypatch.setenv("SCHEMEWATCH_DB", str(tmp_path / "transactions.db"))
     monkeypatch.setenv("SCHEMEWATCH_MODEL_DIR", str(tmp_path / "modeling"))
-    monkeypatch.setenv("SCHEMEWATCH_CREDENTIALS", str(credentials))
+    monkeypatch.setenv("SCHEMEWATCH_CREDENTIALS", str(tmp_path / "no-credentials.yaml"))
     return tmp_path
 
 

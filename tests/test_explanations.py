@@ -54,3 +54,13 @@ def test_context_features_are_never_a_reason():
     rows = [{"scheme": "MGNREGA", "paid_at": 0, "instalment_period": "2025-05-F1"}]
     [(reasons, _)] = explanations.explain(contributions, matrix, rows, _card())
     assert [r["feature"] for r in reasons] == ["log_amount"]
+
+
+def test_every_feature_has_its_own_plain_words():
+    row = {"scheme": "PM_KISAN", "paid_at": 1_780_000_000, "instalment_period": "2026-27/P1"}
+    for name in NAMES:
+        if name in features.CONTEXT_FEATURES:
+            continue
+        text = explanations.sentence(name, 2.0, [0.0, 1.0], row)
+        assert "channel" not in text, name  # the context fallback is not a reason
+        assert "nan" not in text.lower() and "{" not in text, name

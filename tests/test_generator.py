@@ -9,7 +9,7 @@ from conftest import PYTHON, ROOT
 from schemewatch import generator, schemes, store
 from schemewatch.errors import GenerationError
 from schemewatch.geography import haversine_km, load_districts, on_land
-from schemewatch.payments import BEHAVIOURAL_TYPOLOGIES, TYPOLOGIES
+from schemewatch.payments import BEHAVIOURAL_TYPOLOGIES, LABELS, TYPOLOGIES
 
 
 def _fingerprint(world, payments) -> str:
@@ -125,7 +125,7 @@ def test_geo_mismatch_payouts_are_far_from_home(conn):
             "JOIN beneficiaries b USING (beneficiary_id) WHERE g.typology = 'geo_mismatch'"
         ).fetchall()
     )
-    assert (haversine_km(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]) > 700).all()
+    assert (haversine_km(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]) > 290).all()
 
 
 def test_payments_after_death_come_after_the_registered_death(conn):
@@ -180,3 +180,123 @@ def test_cli_refuses_a_used_database_with_one_clear_line(generated_db):
     assert result.returncode == 1
     assert result.stderr.strip().startswith("Error:")
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def families():
+    """A year big enough that every family shows its range (built in memory, not stored)."""
+    return generator.build_payments(5, 120_000, 0.04, date(2026, 3, 31))
+
+
+def _groups(payments, typology):
+    label = LABELS.index(typology)
+    rows = np.flatnonzero(payments.label == label)
+    return {g: rows[payments.group[rows] == g] for g in np.unique(payments.group[rows])}
+
+
+def test_ring_sizes_span_a_handful_to_dozens(families):
+    _, payments = families
+    sizes = [
+        len(np.unique(payments.beneficiary[rows]))
+        for rows in _groups(payments, "shared_account_ring").values()
+    ]
+    assert min(sizes) <= 5 and max(sizes) >= 20
+
+
+def test_ring_payments_span_minutes_to_weeks(families):
+    _, payments = families
+    spans = [
+        np.ptp(payments.paid_at[rows]) for rows in _groups(payments, "shared_account_ring").values()
+    ]
+    assert min(spans) < 2 * 86_400 and max(spans) > 14 * 86_400
+
+
+def test_bursts_of_three_and_bursts_over_hours_exist(families):
+    _, payments = families
+    groups = _groups(payments, "burst").values()
+    assert min(len(rows) for rows in groups) == 3  # never fewer
+    spans = [np.ptp(payments.paid_at[rows]) for rows in groups]
+    assert min(spans) < 3_600 and max(spans) > 6 * 3_600
+
+
+def test_agent_sweeps_happen_by_day_and_by_night_near_and_far(families):
+    world, payments = families
+    kinds = set()
+    for rows in _groups(payments, "agent_collusion").values():
+        hour = schemes.local_hours(payments.paid_at[rows[:1]])[0]
+        home = payments.beneficiary[rows]
+        agent = payments.agent[rows[0]]
+        km = haversine_km(
+            world.home_lat[home],
+            world.home_lon[home],
+            world.agent_lat[agent],
+            world.agent_lon[agent],
+        )
+        kinds.add(
+            ("night" if hour >= 21 or hour < 5 else "day", "far" if km.min() > 200 else "near")
+        )
+    assert kinds == {("day", "near"), ("day", "far"), ("night", "near"), ("night", "far")}
+
+
+def test_duplicates_come_the_same_day_and_weeks_later(families):
+    _, payments = families
+    label = LABELS.index("duplicate_instalment")
+    copies = np.flatnonzero(payments.label == label)
+    originals = np.flatnonzero(payments.label == 0)
+    key = lambda i: (payments.beneficiary[i], payments.scheme[i], payments.period[i])  # noqa: E731
+    first_paid = {}
+    for i in originals:
+        first_paid.setdefault(key(i), payments.paid_at[i])
+    gaps = np.array(
+        [abs(payments.paid_at[i] - first_paid[key(i)]) for i in copies if key(i) in first_paid]
+    )
+    assert gaps.min() < 86_400 and gaps.max() > 14 * 86_400
+
+
+def test_geo_mismatch_runs_from_a_few_hundred_km_to_across_india(families):
+    world, payments = families
+    rows = np.flatnonzero(payments.label == LABELS.index("geo_mismatch"))
+    home = payments.beneficiary[rows]
+    km = haversine_km(
+        world.home_lat[home],
+        world.home_lon[home],
+        payments.latitude[rows],
+        payments.longitude[rows],
+    )
+    assert km.min() > 290 and km.min() < 500 and km.max() > 1_200
+
+
+def test_over_entitlement_runs_from_modest_to_gross(families):
+    world, payments = families
+    rows = np.flatnonzero(payments.label == LABELS.index("over_entitlement"))
+    ratio = payments.amount[rows] / world.entitlement_of(
+        payments.beneficiary[rows], payments.scheme[rows]
+    )
+    assert ratio.min() < 1.4 and ratio.max() > 4
+
+
+def test_ghost_groups_vary_in_size_and_enrolment_span(families):
+    world, payments = families
+    sizes, spans = [], []
+    for rows in _groups(payments, "ghost_beneficiary").values():
+        ghosts = np.unique(payments.beneficiary[rows])
+        sizes.append(len(ghosts))
+        spans.append(np.ptp(world.enrolled_day[ghosts]))
+    assert min(sizes) <= 8 and max(sizes) >= 20
+    assert min(spans) <= 1 and max(spans) >= 7
+
+
+def test_a_two_month_pension_arrear_always_follows_an_unpaid_month(families):
+    world, payments = families
+    pension = schemes.SCHEME_CODES.index(schemes.OLD_AGE_PENSION)
+    rows = np.flatnonzero((payments.scheme == pension) & (payments.label == 0))
+    entitlement = world.entitlement_of(payments.beneficiary[rows], payments.scheme[rows])
+    paid = {(payments.beneficiary[i], payments.period[i]) for i in rows}
+    arrears = rows[np.isclose(payments.amount[rows], 2 * entitlement)]
+    assert len(arrears) > 5
+    first_month = min(payments.period[rows])
+    for i in arrears:
+        year, month = map(int, payments.period[i].split("-"))
+        previous = f"{year - (month == 1)}-{(month - 2) % 12 + 1:02d}"
+        if previous >= first_month:
+            assert (payments.beneficiary[i], previous) not in paid

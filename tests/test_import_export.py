@@ -130,13 +130,22 @@ def test_import_rejects_wrong_encoding_naming_the_row(conn, tmp_path):
     assert _counts(conn) == before
 
 
-def test_import_rejects_external_id_already_in_the_database(conn, tmp_path):
+def test_import_skips_a_row_whose_external_id_is_stored_with_the_same_payment(conn, tmp_path):
+    importer.import_csv(conn, _write(tmp_path, "first", HEADER + GOOD))
+    before = _counts(conn)
+    result = importer.import_csv(conn, _write(tmp_path, "again", HEADER + GOOD))
+    assert (result.imported, result.already_stored, result.rejected) == (0, 1, 0)
+    assert _counts(conn) == before
+
+
+def test_import_rejects_external_id_stored_with_a_different_payment(conn, tmp_path):
     importer.import_csv(conn, _write(tmp_path, "first", HEADER + GOOD))
     before = _counts(conn)
     with pytest.raises(
-        ImportRejected, match="row 2, column 'external_id': 'X1' is already imported"
+        ImportRejected,
+        match="row 2, column 'amount': 'X1' is already stored, with a different amount",
     ):
-        importer.import_csv(conn, _write(tmp_path, "again", HEADER + GOOD))
+        importer.import_csv(conn, _write(tmp_path, "again", HEADER + GOOD.replace("2000", "2500")))
     assert _counts(conn) == before
 
 
@@ -194,7 +203,9 @@ def test_export_filters_by_dates_scheme_and_state(conn, tmp_path):
     from datetime import date
 
     day = date.fromisoformat(first_day)
-    one_day = exporter.export_csv(conn, out, exporter.filters_from(day, day, None, None))
+    one_day = exporter.export_csv(
+        conn, out, exporter.filters_from(day, day, None, None), replace=True
+    )
     assert all(r["timestamp"].startswith(first_day) for r in csv.DictReader(out.open()))
     assert 0 < one_day < count + 6_000
 

@@ -75,8 +75,6 @@ def main() -> None:
         st.session_state["user"] = user
         st.session_state["settings"] = settings
         st.session_state["version"] = data.model_version(settings.model_dir)
-        st.sidebar.markdown(f"**{escape_markdown(user.name)}** · {escape_markdown(user.role)}")
-        auth.logout_button()
         st.session_state["filters"] = _filters(settings)
         available = [
             st.Page(_view("overview"), title="Overview", icon=":material/dashboard:", default=True),

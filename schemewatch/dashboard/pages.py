@@ -12,7 +12,7 @@ import pydeck as pdk
 import streamlit as st
 
 from schemewatch import modeling, store, triage, users
-from schemewatch.dashboard import data
+from schemewatch.dashboard import auth, data
 from schemewatch.dashboard.formatting import escape_chart_label
 from schemewatch.dashboard.formatting import escape_markdown as md
 from schemewatch.errors import SchemewatchError
@@ -54,6 +54,7 @@ def overview() -> None:
 
 @st.fragment(run_every=REFRESH_SECONDS)
 def _overview_live() -> None:
+    auth.check_still_signed_in(st.session_state["settings"])
     _overview_charts()
 
 
@@ -179,6 +180,8 @@ def _map(points: pd.DataFrame) -> None:
 
 def _download(settings, user, filters, version) -> None:
     def build() -> bytes:
+        # Built when clicked, perhaps long after the page was drawn: check the account as it is now.
+        auth.require_current(settings, user, "download")
         payload, rows = data.csv_download(settings.db_path, filters, version)
         conn = store.open_database(settings.db_path)
         try:
@@ -486,7 +489,15 @@ def accounts() -> None:
     settings, user, _, _ = _context()
     st.title("Users")
     triage.require(user.role, "manage")
-    listed = users.list_users(settings.credentials_path)
+    conn = store.open_database(settings.db_path)
+    try:
+        _accounts_page(conn, user)
+    finally:
+        conn.close()
+
+
+def _accounts_page(conn, user) -> None:
+    listed = users.list_users(conn)
     st.dataframe(pd.DataFrame(listed, columns=["user", "role", "name"]), hide_index=True)
     add, change = st.columns(2)
     with add.form("add_user", clear_on_submit=True):
@@ -496,50 +507,38 @@ def accounts() -> None:
         password = st.text_input("Password", type="password", key="new_password")
         if st.form_submit_button("Add"):
             _account_change(
-                settings,
-                user,
-                "user added",
-                username,
-                role,
-                lambda: users.add_user(settings.credentials_path, username, role, password),
+                f"Added {username}.",
+                lambda: users.add_user(conn, username, role, password, actor=user.username),
             )
     with change.form("change_user", clear_on_submit=True):
-        st.subheader("Reset or remove")
+        st.subheader("Reset, change role or remove")
         names = [name for name, _, _ in listed if name != user.username]
         target = st.selectbox("Account", names, key="target_user")
         password = st.text_input("New password (to reset)", type="password", key="reset_password")
-        reset, remove = st.columns(2)
+        new_role = st.selectbox("New role", users.ROLES, key="target_role")
+        reset, promote, remove = st.columns(3)
         if reset.form_submit_button("Reset password") and target:
             _account_change(
-                settings,
-                user,
-                "password reset",
-                target,
-                None,
-                lambda: users.reset_password(settings.credentials_path, target, password),
+                f"Password of {target} reset; their open sessions end at their next page load.",
+                lambda: users.reset_password(conn, target, password, actor=user.username),
+            )
+        if promote.form_submit_button("Change role") and target:
+            _account_change(
+                f"{target} is now {new_role}; their open sessions end at their next page load.",
+                lambda: users.change_role(conn, target, new_role, actor=user.username),
             )
         if remove.form_submit_button("Remove account") and target:
             _account_change(
-                settings,
-                user,
-                "user removed",
-                target,
-                None,
-                lambda: users.remove_user(settings.credentials_path, target),
+                f"Removed {target}; their open sessions end at their next page load.",
+                lambda: users.remove_user(conn, target, actor=user.username),
             )
 
 
-def _account_change(settings, user, action: str, target: str, value, change) -> None:
-    """Apply an account change and audit it; a refused change is one clear line."""
+def _account_change(done: str, change) -> None:
+    """Apply an account change (it audits itself); a refused change is one clear line."""
     try:
         change()
     except SchemewatchError as exc:
         st.error(md(exc))
         return
-    conn = store.open_database(settings.db_path)
-    try:
-        with store.write_transaction(conn):
-            store.append_audit(conn, user.username, action, target, None, value)
-    finally:
-        conn.close()
-    st.success(md(f"{action.capitalize()}: {target}."))
+    st.success(md(done))

@@ -6,6 +6,20 @@ Each module holds one concern; everything public is re-exported here, so callers
 `store.name`.
 """
 
+from schemewatch.store.accounts import (  # noqa: F401
+    count_accounts,
+    get_account_setting,
+    get_user,
+    insert_user,
+    list_accounts,
+    mark_removed,
+    record_failed_login,
+    record_successful_login,
+    set_account_setting,
+    set_password_hash,
+    set_role,
+    touch_user,
+)
 from schemewatch.store.audit import (  # noqa: F401
     append_audit,
     audit_entries,
@@ -41,6 +55,7 @@ from schemewatch.store.dashboard import (  # noqa: F401
 )
 from schemewatch.store.ingest import (  # noqa: F401
     EXPORT_COLUMNS,
+    PAYMENT_IDENTITY_COLUMNS,
     ExportFilters,
     beneficiary_homes,
     bulk_load,
@@ -63,6 +78,8 @@ from schemewatch.store.ingest import (  # noqa: F401
     next_transaction_id,
     paid_in_periods,
     set_metadata,
+    stored_payments_by_external_id,
+    stored_payments_by_transaction_id,
     typology_counts,
 )
 from schemewatch.store.integrity import (  # noqa: F401
@@ -73,6 +90,7 @@ from schemewatch.store.integrity import (  # noqa: F401
     verify,
 )
 from schemewatch.store.schema import (  # noqa: F401
+    ACCOUNT_SETTINGS,
     AGENT_COLUMNS,
     AUDIT_COLUMNS,
     AUDIT_LOG,
@@ -89,7 +107,9 @@ from schemewatch.store.schema import (  # noqa: F401
     GROUND_TRUTH_COLUMNS,
     METADATA,
     MIGRATIONS,
+    NEW_DATABASE_MODE,
     PAYOUT_AGENTS,
+    ROLES,
     SCHEMA_VERSION,
     SCORES,
     SCORING_COLUMNS,
@@ -97,6 +117,8 @@ from schemewatch.store.schema import (  # noqa: F401
     TRANSACTION_BATCHES,
     TRANSACTION_COLUMNS,
     TRANSACTIONS,
+    USER_COLUMNS,
+    USERS,
     connect,
     migrate,
     now,

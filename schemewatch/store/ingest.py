@@ -122,6 +122,49 @@ def existing_external_ids(conn: sqlite3.Connection, ids: Iterable[str]) -> set[s
     return _existing(conn, TRANSACTIONS, "external_id", ids)
 
 
+# The fields that identify a payment when an extract is imported again (in this order).
+PAYMENT_IDENTITY_COLUMNS = (
+    "beneficiary_id",
+    "scheme",
+    "instalment_period",
+    "amount",
+    "paid_at",
+    "latitude",
+    "longitude",
+    "account_id",
+    "agent_id",
+    "channel",
+)
+
+
+def stored_payments_by_external_id(
+    conn: sqlite3.Connection, ids: Iterable[str]
+) -> dict[str, tuple]:
+    """For each of these external ids already stored, its PAYMENT_IDENTITY_COLUMNS values."""
+    return _identities(conn, "external_id", ids)
+
+
+def stored_payments_by_transaction_id(
+    conn: sqlite3.Connection, ids: Iterable[int]
+) -> dict[int, tuple]:
+    """For each of these transaction ids that exists: (external_id, *PAYMENT_IDENTITY_COLUMNS)."""
+    return _identities(conn, "transaction_id", ids, extra=("external_id",))
+
+
+def _identities(
+    conn: sqlite3.Connection, key: str, values: Iterable, extra: tuple[str, ...] = ()
+) -> dict:
+    values = list(dict.fromkeys(values))
+    columns = ", ".join((key, *extra, *PAYMENT_IDENTITY_COLUMNS))
+    found: dict = {}
+    for start in range(0, len(values), 500):
+        chunk = values[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        sql = f"SELECT {columns} FROM {TRANSACTIONS} WHERE {key} IN ({marks})"
+        found.update({row[0]: tuple(row[1:]) for row in conn.execute(sql, chunk)})
+    return found
+
+
 def _existing(conn: sqlite3.Connection, table: str, column: str, values: Iterable[str]) -> set:
     values = list(dict.fromkeys(values))
     found: set = set()

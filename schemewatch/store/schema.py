@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -256,6 +258,59 @@ def _migration_summary(conn: sqlite3.Connection) -> None:
     conn.execute(_SUMMARY_SCHEMA)
 
 
+USERS = "users"
+ACCOUNT_SETTINGS = "account_settings"
+ROLES = ("auditor", "supervisor", "admin")
+USER_COLUMNS = (
+    "username",
+    "display_name",
+    "role",
+    "password_hash",
+    "credential_version",
+    "credentials_changed_at",
+    "failed_logins",
+    "locked_until",
+    "last_seen_at",
+    "removed_at",
+    "created_at",
+    "updated_at",
+)
+# credential_version goes up on every password reset, role change and removal; a session issued
+# under an older version is over. Removed accounts keep their row (removed_at), so a name added
+# again continues the version count and no old session or cookie can match it.
+_ACCOUNTS_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {USERS} (
+    username TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN {ROLES!r}),
+    password_hash TEXT NOT NULL,
+    credential_version INTEGER NOT NULL DEFAULT 1,
+    credentials_changed_at REAL NOT NULL,
+    failed_logins INTEGER NOT NULL DEFAULT 0 CHECK (failed_logins >= 0),
+    locked_until REAL,
+    last_seen_at REAL,
+    removed_at REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {ACCOUNT_SETTINGS} (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+)
+"""
+
+
+def _migration_accounts(conn: sqlite3.Connection) -> None:
+    for statement in _ACCOUNTS_SCHEMA.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+    # The session cookie's signing key: random, made once, kept with the accounts it protects.
+    conn.execute(
+        f"INSERT OR IGNORE INTO {ACCOUNT_SETTINGS} (key, value) VALUES ('cookie_key', ?)",
+        (secrets.token_urlsafe(32),),
+    )
+
+
 # -- the tamper-evident trail (see store/hashing.py for the serialisations) -------------------
 
 CASE_EVENTS = "case_events"
@@ -402,13 +457,39 @@ MIGRATIONS = (
     ("audit log", _migration_audit_log),
     ("alert cases", _migration_cases),
     ("daily summary kept by the monitor", _migration_summary),
+    ("dashboard accounts and the session cookie key", _migration_accounts),
     ("tamper-evident trail: chained audit log and case events, sealed batches", _migration_trail),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def connect(path: Path | str, *, readonly: bool = False, busy_timeout_ms: int = 10_000):
-    """Open the database with WAL, busy timeout, foreign keys and Row results."""
+# New database files (and so their -wal and -shm files, which SQLite creates with the database
+# file's permissions) are readable by their owner only: they hold payments and password hashes.
+NEW_DATABASE_MODE = 0o600
+
+
+def _create_private(path: Path, mode: int) -> None:
+    """Create an empty file with `mode` unless it exists (SQLite then fills it in)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise DatabaseError(f"cannot create database {path}: {exc}") from exc
+    os.chmod(path, mode)  # the process umask must not widen or narrow what was asked for
+
+
+def connect(
+    path: Path | str,
+    *,
+    readonly: bool = False,
+    busy_timeout_ms: int = 10_000,
+    new_file_mode: int = NEW_DATABASE_MODE,
+):
+    """Open the database with WAL, busy timeout, foreign keys and Row results.
+
+    A database file that does not exist yet is created with `new_file_mode` (owner-only 0600).
+    """
     path = Path(path)
     try:
         if readonly:
@@ -416,6 +497,8 @@ def connect(path: Path | str, *, readonly: bool = False, busy_timeout_ms: int = 
                 raise DatabaseError(f"database {path} does not exist; run generate_database.py")
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
         else:
+            if str(path) != ":memory:":
+                _create_private(path, new_file_mode)
             conn = sqlite3.connect(path, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")

@@ -124,11 +124,17 @@ _REGISTRY_CONTEXT = f"""
 SELECT b.beneficiary_id, b.home_latitude, b.home_longitude, b.date_of_death,
     (SELECT COUNT(*) FROM {BENEFICIARIES} p WHERE p.phone_hash = b.phone_hash)
         AS phone_sharers,
-    (SELECT COUNT(*) FROM {BENEFICIARIES} t INDEXED BY idx_beneficiaries_phone
-        WHERE t.phone_hash = b.phone_hash
-        AND t.enrolled_by = b.enrolled_by
-        AND t.enrolled_on BETWEEN date(b.enrolled_on, '-1 day') AND date(b.enrolled_on, '+1 day'))
-        AS phone_sharers_enrolled_together,
+    (SELECT COUNT(*) FROM {BENEFICIARIES} h INDEXED BY idx_beneficiaries_phone
+        WHERE h.phone_hash = b.phone_hash
+        AND (ABS(h.home_latitude - b.home_latitude) > 0.01
+            OR ABS(h.home_longitude - b.home_longitude) > 0.01))
+        AS phone_sharers_at_other_homes,
+    (SELECT COUNT(*) FROM {BENEFICIARIES} m INDEXED BY idx_beneficiaries_phone
+        WHERE m.phone_hash = b.phone_hash
+        AND m.enrolled_by = b.enrolled_by
+        AND m.enrolled_on BETWEEN date(b.enrolled_on, '-30 day')
+            AND date(b.enrolled_on, '+30 day'))
+        AS phone_sharers_enrolled_within_30_days,
     (SELECT COUNT(*) FROM {BENEFICIARIES} o WHERE o.enrolled_by = b.enrolled_by
         AND o.enrolled_on BETWEEN date(b.enrolled_on, '-1 day') AND date(b.enrolled_on, '+1 day'))
         AS operator_enrolments_same_days
