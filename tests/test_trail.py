@@ -316,3 +316,18 @@ def test_verify_names_a_rewritten_case_event_and_the_cases_view_cannot_hide_it(g
     _raw(generated_db).execute("UPDATE case_events SET disposition = NULL WHERE event_id = 2")
     assert triage.load_case(conn, 9).disposition is None  # the state looks cleared...
     assert _problems(generated_db) == ["case event 2 was changed (it no longer matches its hash)"]
+
+
+def test_verify_on_a_database_from_before_the_trail_is_one_clear_line(tmp_path):
+    db = tmp_path / "old.db"
+    conn = store.connect(db)
+    before = [apply for _, apply in store.MIGRATIONS].index(integrity._migration_trail)
+    for version, (_, apply) in enumerate(store.MIGRATIONS[:before], start=1):
+        with store.write_transaction(conn):
+            apply(conn)
+            conn.execute(f"PRAGMA user_version={version}")
+    conn.close()
+    result = _verify_cli(db)
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("Error: this database has no tamper-evident trail yet")

@@ -362,7 +362,7 @@ def verify(
     if not has_trail(conn):
         raise DatabaseError(
             f"this database has no tamper-evident trail yet (schema version {schema_version(conn)})"
-            "; open it once with this Schemewatch (e.g. `schemewatch monitor --once`) to migrate"
+            "; start the dashboard or the monitor on it once with this Schemewatch to migrate it"
         )
     # One read transaction: a snapshot, so rows a live feed commits meanwhile are not "unsealed".
     snapshot = not conn.in_transaction
