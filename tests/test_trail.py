@@ -331,3 +331,65 @@ def test_verify_on_a_database_from_before_the_trail_is_one_clear_line(tmp_path):
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
     assert line.startswith("Error: this database has no tamper-evident trail yet")
+
+
+def test_hashes_follow_the_documented_serialisations(empty_conn):
+    """Recomputed here from store/hashing.py's description alone, so the format cannot drift."""
+    import hashlib
+    import json
+    import struct
+
+    store.append_audit(empty_conn, "asha", "case note", "7", None, "ok")
+    entry = tuple(empty_conn.execute("SELECT * FROM audit_log").fetchone())
+    canonical = json.dumps(list(entry[:8]), ensure_ascii=False, separators=(",", ":"))
+    assert entry[8] == "0" * 64
+    assert entry[9] == hashlib.sha256(f"{entry[8]}\n{canonical}".encode()).hexdigest()
+
+    conn = empty_conn
+    with store.write_transaction(conn):
+        store.insert_beneficiaries(
+            conn,
+            [
+                (
+                    "B1",
+                    "Bihar",
+                    "Patna",
+                    25.6,
+                    85.1,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    "active",
+                    None,
+                    0.0,
+                )
+            ],  # fmt: skip
+        )
+        rows = [
+            (1, None, "B1", "PM_KISAN", "2025-26/P1", 2000.0, 1_700_000_000, 25.6, 85.1,
+             "ACC", None, "BANK", "Bihar", "Patna", 1.5),
+            (2, "X-2", "B1", "PM_KISAN", "2025-26/P2", 2000.0, 1_700_000_100, 25.6, 85.1,
+             "ACC", "AG1", "BANK", "Bihar", "Patna", 1.5),
+        ]  # fmt: skip
+        store.insert_transactions(conn, rows)
+    batch = tuple(conn.execute("SELECT * FROM transaction_batches").fetchone())
+    digest = hashlib.sha256(
+        f"{'0' * 64}\n{json.dumps(list(batch[:5]), separators=(',', ':'))}\n".encode()
+    )
+    for column, kind in zip(zip(*rows, strict=True), integrity.TRANSACTION_KINDS, strict=True):
+        if kind == "integer":
+            body = struct.pack("<2q", *column)
+        elif kind == "real":
+            body = struct.pack("<2d", *column)
+        elif all(v is None for v in column):
+            body = b"N"
+        elif any(v is None for v in column):
+            mask = bytes(v is None for v in column)
+            body = b"M" + mask + "\x00".join(v or "" for v in column).encode()
+        else:
+            body = b"T" + "\x00".join(column).encode()
+        digest.update(struct.pack("<q", len(body)) if kind == "text" else b"")
+        digest.update(body)
+    assert batch[6] == digest.hexdigest()

@@ -1,19 +1,21 @@
 """The fixed serialisations behind the tamper-evident trail, and their SHA-256 hashes.
 
 Chained rows (audit entries, case events): `hash = SHA-256(previous_hash + "\\n" + canonical)`
-where `canonical` is the JSON array of the row's columns in their documented order (id first),
-UTF-8, no spaces (`json.dumps(values, ensure_ascii=False, separators=(",", ":"))`); integers as
-integers, reals as Python's shortest round-trip repr, text as JSON strings, NULL as `null`. The
-first row chains from GENESIS.
+where `canonical` is the JSON array of the row's columns (audit_log: entry_id, at, actor, action,
+target, old_value, new_value, details; case_events: event_id, transaction_id, version,
+claimed_by, disposition, disposition_role, note, updated_by, updated_at) in UTF-8 without spaces
+(`json.dumps(values, ensure_ascii=False, separators=(",", ":"))`): integers as integers, reals as
+Python's shortest round-trip repr, text as JSON strings, NULL as `null`. The first row chains
+from GENESIS.
 
 Transaction batches: `hash = SHA-256(previous_hash + "\\n" + header + "\\n" + chunks)` where
 `header` is the JSON array [batch_id, first_id, last_id, row_count, sealed_at] and the rows, in
 transaction_id order, are cut into chunks of CHUNK_ROWS; each chunk is written column by column in
 TRANSACTION_COLUMNS order: integer columns as little-endian signed 64-bit, real columns as
-little-endian IEEE 754 doubles; a text column as an 8-byte little-endian length and then `N` (all
-NULL), or `T` + the UTF-8 values joined by NUL (no NULL), or `M` + one byte per row (1 = NULL) +
-the values joined by NUL with NULL as empty (some NULL), or `J` + the canonical JSON array (when a
-value itself holds NUL). Column-wise packing is what keeps sealing a million rows cheap.
+little-endian IEEE 754 doubles; a text column as the 8-byte little-endian length of what follows,
+then `N` (all NULL), or `T` + the UTF-8 values joined by NUL (no NULL), or `M` + one byte per
+row (1 = NULL) + the values joined by NUL, NULL as empty (some NULL), or `J` + the canonical JSON
+array (a value itself holds NUL). Column-wise packing is what keeps sealing a million rows cheap.
 
 Values are first normalised to what SQLite stores under each column's affinity, so the hash taken
 from the tuples being inserted equals the hash of the rows read back.
