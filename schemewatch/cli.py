@@ -339,6 +339,30 @@ def evaluate(as_json, db_path, model_dir):
     click.echo(json.dumps(report, indent=2) if as_json else evaluation.format_table(report))
 
 
+@cli.command()
+@click.option(
+    "--anchor",
+    default=None,
+    help="A hash noted from an earlier verify; fail unless the chains still hold it.",
+)
+@db_option
+@friendly_errors
+def verify(anchor, db_path):
+    """Check the audit log and case history chains and every sealed transaction batch."""
+    from schemewatch import store
+    from schemewatch.errors import IntegrityError
+
+    settings = settings_for(db_path)
+    conn = store.connect(settings.db_path, readonly=True)
+    try:
+        report = store.verify(conn, anchor=anchor)
+    finally:
+        conn.close()
+    if not report.ok:
+        raise IntegrityError("; ".join(report.problems))
+    click.echo(store.summary_line(report))
+
+
 @cli.group()
 def users():
     """Manage dashboard accounts, kept in the database (bcrypt hashes, roles, lockouts)."""

@@ -38,3 +38,11 @@ class FeedExhausted(SchemewatchError):
 
 class ModelError(SchemewatchError):
     """A model is missing, damaged, or does not match this code's features."""
+
+
+class CaseConflict(SchemewatchError):
+    """Someone else changed an alert's case since it was loaded; reload before saving."""
+
+
+class IntegrityError(SchemewatchError):
+    """The audit trail or a transaction batch no longer matches its hashes."""

@@ -10,6 +10,7 @@ import streamlit as st
 
 from schemewatch import store
 from schemewatch.dashboard import auth, data
+from schemewatch.dashboard.formatting import escape_markdown
 from schemewatch.errors import SchemewatchError
 from schemewatch.exporter import day_start
 from schemewatch.payments import TYPOLOGIES
@@ -67,7 +68,7 @@ def main() -> None:
     try:
         conn = store.open_database(settings.db_path)
     except SchemewatchError as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(exc))
         st.stop()
     try:
         user = auth.require_login(settings, conn)
@@ -88,6 +89,6 @@ def main() -> None:
             available.append(st.Page(_view("users"), title="Users", icon=":material/group:"))
         st.navigation(available).run()
     except SchemewatchError as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(exc))
     finally:
         conn.close()

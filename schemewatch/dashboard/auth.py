@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from schemewatch import sessions, store, triage, users
+from schemewatch.dashboard.formatting import escape_markdown
 from schemewatch.settings import Settings
 
 MAX_FAILED_LOGINS = users.MAX_FAILED_LOGINS
@@ -136,7 +137,7 @@ def _continue(conn, session: sessions.Session, account, now: float) -> User:
         account["username"], account["display_name"], account["role"], session.credential_version
     )
     st.session_state.update(authentication_status=True, roles=[user.role])
-    st.sidebar.markdown(f"**{user.name}** · {user.role}")
+    st.sidebar.markdown(f"**{escape_markdown(user.name)}** · {escape_markdown(user.role)}")
     return user
 
 

@@ -13,6 +13,9 @@ import streamlit as st
 
 from schemewatch import modeling, store, triage, users
 from schemewatch.dashboard import auth, data
+from schemewatch.dashboard.formatting import escape_chart_label
+from schemewatch.dashboard.formatting import escape_markdown as md
+from schemewatch.errors import SchemewatchError
 from schemewatch.exporter import iso_timestamp
 from schemewatch.geography import india_outline_geojson
 
@@ -77,12 +80,12 @@ def _overview_charts() -> None:
         return
     st.plotly_chart(_trend(data.daily(settings.db_path, filters, version)), width="stretch")
     left, right = st.columns(2)
-    by_scheme = data.alerts_by(settings.db_path, filters, version, "scheme")
+    by_scheme = _chart_labels(data.alerts_by(settings.db_path, filters, version, "scheme"))
     left.plotly_chart(
         px.bar(by_scheme, x="scheme", y="alerts", title="Alerts by scheme"),
         width="stretch",
     )
-    by_state = data.alerts_by(settings.db_path, filters, version, "state").head(15)
+    by_state = _chart_labels(data.alerts_by(settings.db_path, filters, version, "state").head(15))
     states = px.bar(
         by_state, x="alerts", y="state", orientation="h", title="Alerts by state (top 15)"
     )
@@ -90,6 +93,11 @@ def _overview_charts() -> None:
     right.plotly_chart(states, width="stretch")
     _heatmap(data.hour_weekday(settings.db_path, filters, version))
     _map(data.alerts(settings.db_path, filters, version, 5000))
+
+
+def _chart_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """Category labels from the data, made inert for Plotly (it renders <a href> in text)."""
+    return frame.assign(**{frame.columns[0]: frame.iloc[:, 0].map(escape_chart_label)})
 
 
 def _trend(daily: pd.DataFrame):
@@ -228,15 +236,15 @@ def alert_queue() -> None:
 
 
 def _alert_detail(settings, user, row: pd.Series) -> None:
-    st.subheader(f"Alert on transaction {row['transaction_id']}")
+    st.subheader(f"Alert on transaction {int(row['transaction_id'])}")
+    paid = iso_timestamp(int(row["paid_at"]))[:16].replace("T", " ")
     st.markdown(
-        f"**{row['scheme']}** payment of **{_rupees(row['amount'])}** to beneficiary "
-        f"**{row['beneficiary_id']}** ({row['district']}, {row['state']}) on "
-        f"{iso_timestamp(int(row['paid_at']))[:16].replace('T', ' ')} IST. "
-        f"Most resembles **{(row['resembles'] or '').replace('_', ' ')}**."
+        f"**{md(row['scheme'])}** payment of **{md(_rupees(row['amount']))}** to beneficiary "
+        f"**{md(row['beneficiary_id'])}** ({md(row['district'])}, {md(row['state'])}) on "
+        f"{md(paid)} IST. Most resembles **{md((row['resembles'] or '').replace('_', ' '))}**."
     )
     for reason in _reasons(row["reasons"]):
-        st.markdown(f"- {reason}")
+        st.markdown(f"- {md(reason)}")
     context = data.context(settings.db_path, row)
     tabs = st.tabs(["Payment timeline", "Others on this account", "Agent's recent payouts"])
     timeline = context["timeline"].assign(
@@ -248,37 +256,110 @@ def _alert_detail(settings, user, row: pd.Series) -> None:
         paid_at=lambda f: [iso_timestamp(t)[:16] for t in f["paid_at"]]
     )
     tabs[2].dataframe(payouts, hide_index=True, width="stretch")
-    _triage_form(settings, user, row)
+    _triage_form(settings, user, int(row["transaction_id"]))
 
 
-def _triage_form(settings, user, row: pd.Series) -> None:
+def _load_case(settings, transaction_id: int) -> triage.Case:
+    conn = store.connect(settings.db_path, readonly=True)
+    try:
+        return triage.load_case(conn, transaction_id)
+    finally:
+        conn.close()
+
+
+def _case_as_seen(settings, transaction_id: int) -> triage.Case:
+    """The case as this user was shown it; a save is conditional on its version."""
+    seen = st.session_state.get("triage_seen")
+    if seen is None or seen.transaction_id != transaction_id:
+        seen = st.session_state["triage_seen"] = _load_case(settings, transaction_id)
+    return seen
+
+
+def _describe(case: triage.Case) -> str:
+    if case.version == 0:
+        return "Nobody has triaged this alert yet."
+    disposition = (case.disposition or "none").replace("_", " ")
+    set_by = f" (set by a {case.disposition_role})" if case.disposition_role else ""
+    claimed = f"claimed by {case.claimed_by}" if case.claimed_by else "not claimed"
+    when = store.utc_iso(case.updated_at).replace("T", " ").replace("+00:00", " UTC")
+    return (
+        f"Disposition: {disposition}{set_by}; {claimed}; "
+        f"last saved by {case.updated_by} at {when} (version {case.version})."
+    )
+
+
+def _claim(user, case: triage.Case, key: str) -> tuple[str | None, bool]:
+    """(claimed_by, take_over): another user's claim changes only when taken over explicitly."""
+    if case.claimed_by is None:
+        return (user.username if st.checkbox("Claim this alert", key=key) else None), False
+    if case.claimed_by == user.username:
+        keep = st.checkbox("Keep my claim on this alert", value=True, key=key)
+        return (user.username if keep else None), False
+    take = st.checkbox(f"Take over the claim from {md(case.claimed_by)}", key=key)
+    return (user.username if take else case.claimed_by), take
+
+
+def _triage_form(settings, user, transaction_id: int) -> None:
     st.subheader("Triage")
-    options = ["(none)", "needs_information", "false_positive"]
-    if user.can("confirm_fraud"):
-        options.append("confirmed_fraud")
+    case = _case_as_seen(settings, transaction_id)
+    current = _load_case(settings, transaction_id)
+    if current.version != case.version:
+        when = store.utc_iso(current.updated_at).replace("T", " ").replace("+00:00", " UTC")
+        st.warning(md(f"{current.updated_by} changed this alert at {when} since you opened it."))
+        if st.button("Reload the alert", key="triage_reload"):
+            st.session_state["triage_seen"] = current
+            st.rerun()
+    st.caption(md(_describe(case)))
+    may_set = triage.may_change_disposition(user.role, case)
+    options = ["(none)", *triage.disposition_choices(user.role)]
+    shown = case.disposition or "(none)"
+    if shown not in options:
+        options.append(shown)
+    key = f"{transaction_id}_{case.version}"
     with st.form(key="triage_form"):
-        claim = st.checkbox("Claim this alert", value=row["claimed_by"] == user.username)
-        current = row["disposition"] if row["disposition"] in options else "(none)"
-        disposition = st.radio("Disposition", options, index=options.index(current))
-        note = st.text_area("Note", value=row["note"] or "")
+        claimed_by, take_over = _claim(user, case, f"triage_claim_{key}")
+        disposition = st.radio(
+            "Disposition",
+            options,
+            index=options.index(shown),
+            disabled=not may_set,
+            key=f"triage_disposition_{key}",
+        )
+        if not may_set:
+            st.caption(md(f"Set by a {case.disposition_role}: your role may not change it."))
+        note = st.text_area("Note", value=case.note or "", key=f"triage_note_{key}")
         submitted = st.form_submit_button("Save")
     if submitted:
-        conn = store.open_database(settings.db_path)
-        try:
-            triage.update_case(
-                conn,
-                int(row["transaction_id"]),
-                user.username,
-                user.role,
-                claimed_by=user.username if claim else None,
-                disposition=None if disposition == "(none)" else disposition,
-                note=note or None,
-            )
-        finally:
-            conn.close()
-        data.alerts.clear()
-        data.kpis.clear()
-        st.success("Saved, and recorded in the audit log.")
+        wanted = {
+            "claimed_by": claimed_by,
+            "disposition": None if disposition == "(none)" else disposition,
+            "note": note or None,
+        }
+        changes = {k: v for k, v in wanted.items() if v != getattr(case, k)}
+        _save_case(settings, user, case, changes, take_over)
+
+
+def _save_case(settings, user, case: triage.Case, changes: dict, take_over: bool) -> None:
+    conn = store.open_database(settings.db_path)
+    try:
+        triage.update_case(
+            conn,
+            case.transaction_id,
+            user.username,
+            user.role,
+            expected_version=case.version,
+            take_over=take_over,
+            **changes,
+        )
+    except SchemewatchError as exc:
+        st.error(md(exc))
+        return
+    finally:
+        conn.close()
+    st.session_state["triage_seen"] = _load_case(settings, case.transaction_id)
+    data.alerts.clear()
+    data.kpis.clear()
+    st.success("Saved, and recorded in the audit log.")
 
 
 def _threshold_form(settings, user, version: str, threshold: float) -> None:
@@ -316,13 +397,13 @@ def model_view() -> None:
     card = modeling.load_model_card(settings.model_dir, version)
     override = modeling.read_threshold_override(settings.model_dir / version)
     threshold = override["threshold"] if override else card["threshold"]
-    st.caption(f"Model {version}, trained {card['trained_at']}")
+    st.caption(md(f"Model {version}, trained {card['trained_at']}"))
     cols = st.columns(3)
     cols[0].metric("Trained on", f"{card['rows']:,} rows")
     cols[1].metric("Alert threshold", f"{threshold:,.1f}")
     cols[2].metric("Alert budget", f"{card['alert_budget']:.1%}")
     if override:
-        st.caption(f"Threshold set by {override['set_by']} at {override['set_at']}.")
+        st.caption(md(f"Threshold set by {override['set_by']} at {override['set_at']}."))
     if user.can("manage"):
         _threshold_form(settings, user, version, threshold)
     report_path = settings.model_dir / version / "evaluation.json"
@@ -367,6 +448,9 @@ def audit_log() -> None:
     settings, user, _, _ = _context()
     st.title("Audit log")
     triage.require(user.role, "read_audit")
+    _trail_status(settings.db_path, transactions=False)
+    if st.button("Verify every transaction batch too", key="verify_transactions"):
+        _trail_status(settings.db_path, transactions=True)
     conn = store.connect(settings.db_path, readonly=True)
     try:
         entries = store.audit_entries(conn, 2000)
@@ -378,6 +462,27 @@ def audit_log() -> None:
     )
     frame["at"] = [iso_timestamp(int(t))[:19] for t in frame["at"]]
     st.dataframe(frame, hide_index=True, width="stretch")
+
+
+@st.cache_data(ttl=10, show_spinner="Verifying the audit trail...")
+def _verify(db_path, transactions: bool) -> tuple[bool, str]:
+    conn = store.connect(db_path, readonly=True)
+    try:
+        report = store.verify(conn, transactions=transactions)
+    finally:
+        conn.close()
+    if report.ok:
+        return True, store.summary_line(report).removeprefix("OK: ")
+    return False, "; ".join(report.problems)
+
+
+def _trail_status(db_path, *, transactions: bool) -> None:
+    """The hash chains' state: verified, or the first broken entry."""
+    ok, text = _verify(db_path, transactions)
+    if ok:
+        st.success(md(f"Audit trail verified: {text}."))
+    else:
+        st.error(md(f"Audit trail broken: {text}. Compare with a backup before trusting it."))
 
 
 def accounts() -> None:
@@ -431,11 +536,9 @@ def _accounts_page(conn, user) -> None:
 
 def _account_change(done: str, change) -> None:
     """Apply an account change (it audits itself); a refused change is one clear line."""
-    from schemewatch.errors import SchemewatchError
-
     try:
         change()
     except SchemewatchError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
         return
-    st.success(done)
+    st.success(md(done))

@@ -26,8 +26,9 @@ from schemewatch.store.audit import (  # noqa: F401
     last_audit_time,
 )
 from schemewatch.store.cases import (  # noqa: F401
+    append_case_event,
+    case_history,
     get_case,
-    save_case,
     scores_with_labels,
 )
 from schemewatch.store.dashboard import (  # noqa: F401
@@ -81,6 +82,13 @@ from schemewatch.store.ingest import (  # noqa: F401
     stored_payments_by_transaction_id,
     typology_counts,
 )
+from schemewatch.store.integrity import (  # noqa: F401
+    ChainStatus,
+    IntegrityReport,
+    has_trail,
+    summary_line,
+    verify,
+)
 from schemewatch.store.schema import (  # noqa: F401
     ACCOUNT_SETTINGS,
     AGENT_COLUMNS,
@@ -88,6 +96,8 @@ from schemewatch.store.schema import (  # noqa: F401
     AUDIT_LOG,
     BENEFICIARIES,
     BENEFICIARY_COLUMNS,
+    CASE_COLUMNS,
+    CASE_EVENTS,
     CASES,
     DAILY_SUMMARY,
     DISPOSITIONS,
@@ -104,6 +114,7 @@ from schemewatch.store.schema import (  # noqa: F401
     SCORES,
     SCORING_COLUMNS,
     SUMMARY_COLUMNS,
+    TRANSACTION_BATCHES,
     TRANSACTION_COLUMNS,
     TRANSACTIONS,
     USER_COLUMNS,

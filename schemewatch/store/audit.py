@@ -1,10 +1,11 @@
-"""The append-only audit log."""
+"""The append-only, hash-chained audit log (see store/integrity.py)."""
 
 from __future__ import annotations
 
 import sqlite3
 
-from schemewatch.store.schema import AUDIT_COLUMNS, AUDIT_LOG, _insert_sql, now
+from schemewatch.store.integrity import AUDIT, append_chained
+from schemewatch.store.schema import AUDIT_COLUMNS, AUDIT_LOG, now, write_transaction
 
 
 def append_audit(
@@ -16,9 +17,13 @@ def append_audit(
     new_value: str | None = None,
     details: str | None = None,
 ) -> None:
-    """Add one entry to the append-only audit log (inside the caller's write transaction)."""
+    """Add one chained entry to the audit log (inside the caller's write transaction)."""
     row = (now(), actor, action, target, old_value, new_value, details)
-    conn.execute(_insert_sql(AUDIT_LOG, AUDIT_COLUMNS), row)
+    if not conn.in_transaction:  # the chain needs the previous hash read and the insert as one
+        with write_transaction(conn):
+            append_chained(conn, AUDIT, row)
+        return
+    append_chained(conn, AUDIT, row)
 
 
 def audit_entries(conn: sqlite3.Connection, limit: int = 1000) -> list[sqlite3.Row]:

@@ -1,31 +1,42 @@
-"""Triage state of alerts (cases) and the labels auditors give."""
+"""Triage state of alerts (cases) and the labels auditors give.
+
+A case's history is the append-only, hash-chained `case_events` table; its latest event is the
+state, which the `cases` view shows (so dashboard queries join `cases` as before).
+"""
 
 from __future__ import annotations
 
 import sqlite3
 
-from schemewatch.store.schema import CASES, GROUND_TRUTH, SCORES, now
+from schemewatch.store.integrity import CASE_HISTORY, append_chained
+from schemewatch.store.schema import CASE_COLUMNS, CASE_EVENTS, CASES, GROUND_TRUTH, SCORES, now
 
 
 def get_case(conn, transaction_id: int) -> sqlite3.Row | None:
-    """The triage state of one alert, or None if nobody has touched it."""
-    sql = (
-        f"SELECT transaction_id, claimed_by, disposition, note FROM {CASES} "
-        "WHERE transaction_id = ?"
-    )
+    """The current state of one alert's case (CASE_COLUMNS), or None if nobody has touched it."""
+    sql = f"SELECT {', '.join(CASE_COLUMNS)} FROM {CASES} WHERE transaction_id = ?"
     return conn.execute(sql, (transaction_id,)).fetchone()
 
 
-def save_case(conn, transaction_id: int, user: str, *, claimed_by, disposition, note) -> None:
-    """Write an alert's triage state (inside the caller's write transaction)."""
+def append_case_event(
+    conn, transaction_id: int, version: int, user: str, *, claimed_by, disposition, role, note
+) -> None:
+    """Record a case's new state as its next event (inside the caller's write transaction).
+
+    `role` is the role that set the disposition now in force; `version` must be one more than
+    the case's current version (UNIQUE(transaction_id, version) refuses a lost update).
+    """
+    values = (transaction_id, version, claimed_by, disposition, role, note, user, now())
+    append_chained(conn, CASE_HISTORY, values)
+
+
+def case_history(conn, transaction_id: int) -> list[sqlite3.Row]:
+    """Every event of one case, oldest first (CASE_COLUMNS)."""
     sql = (
-        f"INSERT INTO {CASES} "
-        "(transaction_id, claimed_by, disposition, note, updated_by, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(transaction_id) DO UPDATE SET "
-        "claimed_by = excluded.claimed_by, disposition = excluded.disposition, "
-        "note = excluded.note, updated_by = excluded.updated_by, updated_at = excluded.updated_at"
+        f"SELECT {', '.join(CASE_COLUMNS)} FROM {CASE_EVENTS} WHERE transaction_id = ? "
+        "ORDER BY event_id"
     )
-    conn.execute(sql, (transaction_id, claimed_by, disposition, note, user, now()))
+    return conn.execute(sql, (transaction_id,)).fetchall()
 
 
 def scores_with_labels(conn, version: str) -> list[tuple]:

@@ -7,8 +7,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from schemewatch.store.integrity import seal_batch
 from schemewatch.store.schema import (
     _TRANSACTION_INDEXES,
+    _TRANSACTIONS_NOT_REPLACED,
     AGENT_COLUMNS,
     BENEFICIARIES,
     BENEFICIARY_COLUMNS,
@@ -21,6 +23,7 @@ from schemewatch.store.schema import (
     SCORES,
     TRANSACTION_COLUMNS,
     TRANSACTIONS,
+    TRANSACTIONS_NOT_REPLACED,
     _create_indexes,
     _insert_sql,
 )
@@ -60,8 +63,14 @@ def next_transaction_id(conn: sqlite3.Connection) -> int:
 
 
 def insert_transactions(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
-    """Insert transactions (tuples in TRANSACTION_COLUMNS order, ids already assigned)."""
+    """Insert transactions (tuples in TRANSACTION_COLUMNS order, ids already assigned).
+
+    The rows are sealed as one hash-chained batch in the same write transaction, so every
+    writer (generator, importer, live feed) leaves a tamper-evident trail.
+    """
+    rows = rows if isinstance(rows, list) else list(rows)
     conn.executemany(_insert_sql(TRANSACTIONS, TRANSACTION_COLUMNS), rows)
+    seal_batch(conn, rows)
 
 
 def insert_ground_truth(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
@@ -71,13 +80,21 @@ def insert_ground_truth(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None
 
 @contextmanager
 def bulk_load(conn: sqlite3.Connection) -> Iterator[None]:
-    """Drop transaction indexes while filling an empty table, then rebuild them (much faster)."""
+    """Drop transaction indexes while filling an empty table, then rebuild them (much faster).
+
+    Inside the caller's write transaction the per-row trigger refusing INSERT OR REPLACE is also
+    dropped and restored: no other connection can see the table without it in between.
+    """
+    lift_trigger = conn.in_transaction
     for name in _TRANSACTION_INDEXES:
         conn.execute(f"DROP INDEX IF EXISTS {name}")
+    if lift_trigger:
+        conn.execute(f"DROP TRIGGER IF EXISTS {TRANSACTIONS_NOT_REPLACED}")
     try:
         yield
     finally:
         _create_indexes(conn)
+        conn.execute(_TRANSACTIONS_NOT_REPLACED)
 
 
 def count_rows(conn: sqlite3.Connection, table: str) -> int:

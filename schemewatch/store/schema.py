@@ -311,6 +311,145 @@ def _migration_accounts(conn: sqlite3.Connection) -> None:
     )
 
 
+# -- the tamper-evident trail (see store/hashing.py for the serialisations) -------------------
+
+CASE_EVENTS = "case_events"
+TRANSACTION_BATCHES = "transaction_batches"
+# Columns of each chained table after its id, with their SQLite affinities (what gets hashed).
+AUDIT_CHAIN = (
+    ("at", "real"),
+    ("actor", "text"),
+    ("action", "text"),
+    ("target", "text"),
+    ("old_value", "text"),
+    ("new_value", "text"),
+    ("details", "text"),
+)
+CASE_EVENT_CHAIN = (
+    ("transaction_id", "integer"),
+    ("version", "integer"),
+    ("claimed_by", "text"),
+    ("disposition", "text"),
+    ("disposition_role", "text"),
+    ("note", "text"),
+    ("updated_by", "text"),
+    ("updated_at", "real"),
+)
+CASE_COLUMNS = tuple(name for name, _ in CASE_EVENT_CHAIN)
+_REAL_TRANSACTION_COLUMNS = ("amount", "latitude", "longitude", "ingested_at")
+TRANSACTION_KINDS = tuple(
+    "integer"
+    if column in ("transaction_id", "paid_at")
+    else "real"
+    if column in _REAL_TRANSACTION_COLUMNS
+    else "text"
+    for column in TRANSACTION_COLUMNS
+)
+BATCH_COLUMNS = ("batch_id", "first_id", "last_id", "row_count", "sealed_at")
+
+
+def _refuse(name: str, when: str, table: str, condition: str, message: str) -> str:
+    """A trigger that aborts a write (REPLACE deletes without firing DELETE triggers)."""
+    return (
+        f"CREATE TRIGGER IF NOT EXISTS {name} {when} ON {table} "
+        f"{'WHEN ' + condition if condition else ''} "
+        f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
+    )
+
+
+def _append_only(table: str, key: str, message: str, extra: str = "") -> list[str]:
+    """UPDATE, DELETE and INSERT over an existing key (INSERT OR REPLACE) refused."""
+    exists = f"EXISTS (SELECT 1 FROM {table} WHERE {key} = NEW.{key}){extra}"
+    return [
+        _refuse(f"{table}_is_append_only_update", "BEFORE UPDATE", table, "", message),
+        _refuse(f"{table}_is_append_only_delete", "BEFORE DELETE", table, "", message),
+        _refuse(f"{table}_is_append_only_replace", "BEFORE INSERT", table, exists, message),
+        _refuse(
+            f"{table}_entries_are_chained",
+            "BEFORE INSERT",
+            table,
+            "NEW.hash IS NULL OR NEW.previous_hash IS NULL",
+            f"{message}: write through schemewatch.store",
+        ),
+    ]
+
+
+TRANSACTIONS_NOT_REPLACED = "transactions_are_append_only_replace"
+_TRANSACTIONS_NOT_REPLACED = _refuse(
+    TRANSACTIONS_NOT_REPLACED,
+    "BEFORE INSERT",
+    TRANSACTIONS,
+    f"EXISTS (SELECT 1 FROM {TRANSACTIONS} WHERE transaction_id = NEW.transaction_id) "
+    f"OR (NEW.external_id IS NOT NULL AND EXISTS "
+    f"(SELECT 1 FROM {TRANSACTIONS} WHERE external_id = NEW.external_id))",
+    "transactions are append-only",
+)
+
+_TRAIL_SCHEMA = [
+    f"""CREATE TABLE IF NOT EXISTS {CASE_EVENTS} (
+    event_id INTEGER PRIMARY KEY,
+    transaction_id INTEGER NOT NULL REFERENCES {TRANSACTIONS}(transaction_id),
+    version INTEGER NOT NULL CHECK (version >= 1),
+    claimed_by TEXT,
+    disposition TEXT CHECK (disposition IN {DISPOSITIONS!r}),
+    disposition_role TEXT,
+    note TEXT,
+    updated_by TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    previous_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    UNIQUE (transaction_id, version)
+)""",
+    *_append_only(
+        CASE_EVENTS,
+        "event_id",
+        "case history is append-only",
+        f" OR EXISTS (SELECT 1 FROM {CASE_EVENTS} "
+        "WHERE transaction_id = NEW.transaction_id AND version = NEW.version)",
+    ),
+    f"""CREATE TABLE IF NOT EXISTS {TRANSACTION_BATCHES} (
+    batch_id INTEGER PRIMARY KEY,
+    first_id INTEGER NOT NULL,
+    last_id INTEGER NOT NULL,
+    row_count INTEGER NOT NULL,
+    sealed_at REAL NOT NULL,
+    previous_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+)""",
+    *_append_only(TRANSACTION_BATCHES, "batch_id", "transaction batches are append-only"),
+    _TRANSACTIONS_NOT_REPLACED,
+    *_append_only(AUDIT_LOG, "entry_id", "the audit log is append-only")[2:],
+]
+# The current state of each case: its latest event. A view, so Overview KPIs, the alert queue,
+# downloads and precision-by-disposition keep joining `cases` as before.
+_CASES_VIEW = (
+    f"CREATE VIEW IF NOT EXISTS {CASES} AS SELECT {', '.join(CASE_COLUMNS)} FROM {CASE_EVENTS} "
+    f"WHERE event_id IN (SELECT MAX(event_id) FROM {CASE_EVENTS} GROUP BY transaction_id)"
+)
+
+
+def _migration_trail(conn: sqlite3.Connection) -> None:
+    """Chain the audit log, turn cases into chained events, seal stored transactions.
+
+    Existing audit entries are chained in entry_id order; each existing case becomes its first
+    event (version 1; a confirmed fraud is credited to a supervisor, other dispositions to an
+    auditor); every transaction already stored is sealed as one batch.
+    """
+    from schemewatch.store import integrity
+
+    for column in ("previous_hash", "hash"):
+        conn.execute(f"ALTER TABLE {AUDIT_LOG} ADD COLUMN {column} TEXT")
+    conn.execute("DROP TRIGGER IF EXISTS audit_log_is_append_only_update")
+    integrity.chain_existing_audit_entries(conn)
+    conn.execute(_append_only(AUDIT_LOG, "entry_id", "the audit log is append-only")[0])
+    for statement in _TRAIL_SCHEMA:
+        conn.execute(statement)
+    integrity.cases_to_events(conn)
+    conn.execute(f"DROP TABLE {CASES}")
+    conn.execute(_CASES_VIEW)
+    integrity.seal_stored_transactions(conn)
+
+
 # Named, ordered migrations; a database records the last one applied in PRAGMA user_version.
 MIGRATIONS = (
     ("initial schema", _migration_initial),
@@ -319,6 +458,7 @@ MIGRATIONS = (
     ("alert cases", _migration_cases),
     ("daily summary kept by the monitor", _migration_summary),
     ("dashboard accounts and the session cookie key", _migration_accounts),
+    ("tamper-evident trail: chained audit log and case events, sealed batches", _migration_trail),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
