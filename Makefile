@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_generator.py
 	$(BIN)/python bench/bench_detection.py
 	$(BIN)/python bench/bench_dashboard.py
+	$(BIN)/python bench/bench_generic.py
 
 clean-venv:
 	rm -rf $(VENV)
