@@ -27,13 +27,14 @@ How a row is scored:
    as in our payments, where one feature far out of line must be enough), else "mean" (measured
    better on data the detector has never seen: bench/bench_generic.py);
 3. if `isolation_forest` is on (the default unless segment columns are given), an Isolation
-   Forest is fitted on the same rows and saved with the model, and the score is a smooth maximum
-   of the two detectors' robust z-scores (each against its own training scores, the
-   autoencoder's on a log scale and weighted by AUTOENCODER_WEIGHT): a row either one finds
-   unusual scores high. The forest catches
-   what a reconstruction model learns to copy (a tight cluster of anomalies, values far out along
-   the data's main directions); the autoencoder catches broken dependencies between features,
-   which the forest misses. The autoencoder counts in every score; `contributions` explain it.
+   Forest is fitted on the same rows and saved with the model (joblib, i.e. pickle: load only
+   model folders you trust, as with any saved model), and the score is a smooth maximum of the
+   two detectors' robust z-scores (each against its own training scores, the autoencoder's on a
+   log scale and weighted by AUTOENCODER_WEIGHT): a row either one finds unusual scores high.
+   The forest catches what a reconstruction model learns to copy (a tight cluster of anomalies,
+   values far out along the data's main directions); the autoencoder catches broken dependencies
+   between features, which the forest often misses. The autoencoder counts in every score;
+   `contributions` explain it.
 
 Two optional column roles make the same matrix mean more:
 - context columns (e.g. one-hot categories) are model input only: they help reconstruct the others
