@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_generator.py
 	$(BIN)/python bench/bench_detection.py
 	$(BIN)/python bench/bench_dashboard.py
+	$(BIN)/python bench/bench_generic.py
 
 bench-quality: $(STAMP)
 	$(BIN)/python bench/bench_quality.py --seeds 1 2 3 4 5 --transactions 300000

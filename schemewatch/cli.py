@@ -241,7 +241,12 @@ def export(out_path, date_from, date_to, scheme, state, with_labels, force, db_p
     show_default=True,
     help="Share of training rows above the alert threshold.",
 )
-@click.option("--epochs", type=click.IntRange(1, 200), default=None, help="Training epochs.")
+@click.option(
+    "--epochs",
+    type=click.IntRange(1, 200),
+    default=None,
+    help="Most training epochs (early stopping on a validation share usually stops sooner).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--if-needed",

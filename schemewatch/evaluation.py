@@ -101,7 +101,14 @@ def evaluate(db_path: Path, model_dir: Path, *, progress=None) -> dict:
     )
     say("fitting the autoencoder on the basic features")
     basic = basic_features(transactions)
-    plain = replace(model.detector.config, context_columns=(), segment_columns=())
+    # The prototype's detector: the autoencoder alone, scored by its largest feature error.
+    plain = replace(
+        model.detector.config,
+        context_columns=(),
+        segment_columns=(),
+        aggregation="max",
+        isolation_forest=False,
+    )
     basic_scores = AutoencoderDetector(plain).fit(basic).score(basic)
     results["autoencoder_basic_features"] = metrics(
         basic_scores, modeling.calibrate_threshold(basic_scores, budget), labels, typology

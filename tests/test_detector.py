@@ -1,12 +1,15 @@
 """Generic contract checks for the detector interface, on small synthetic matrices."""
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from schemewatch.detector import AutoencoderConfig, AutoencoderDetector
+from schemewatch.detector import AutoencoderConfig, AutoencoderDetector, layer_sizes
 
 CONFIG = AutoencoderConfig(hidden=(8, 3), epochs=15, batch_size=128, seed=5)
+AUTOENCODER_ONLY = AutoencoderConfig(hidden=(8, 3), epochs=15, seed=5, isolation_forest=False)
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +27,19 @@ def fitted(data):
     return AutoencoderDetector(CONFIG).fit(data[0])
 
 
+def _auc(detector, normal, outliers) -> float:
+    scores = detector.score(np.vstack([normal, outliers]))
+    return roc_auc_score(np.r_[np.zeros(len(normal)), np.ones(len(outliers))], scores)
+
+
 def test_scores_known_outliers_above_normal_rows(fitted, data):
-    normal, outliers = data
-    scores = fitted.score(np.vstack([normal, outliers]))
-    truth = np.r_[np.zeros(len(normal)), np.ones(len(outliers))]
-    assert roc_auc_score(truth, scores) > 0.95
+    assert _auc(fitted, *data) > 0.95
+
+
+def test_defaults_beat_chance_on_small_data_with_outliers_mixed_in(data):
+    normal, outliers = data[0][:300], data[1][:15]
+    detector = AutoencoderDetector().fit(np.vstack([normal, outliers]))
+    assert _auc(detector, normal, outliers) > 0.9
 
 
 def test_same_seed_gives_the_same_scores(fitted, data):
@@ -41,6 +52,7 @@ def test_fit_and_score_do_not_mutate_input(data):
     detector = AutoencoderDetector(AutoencoderConfig(hidden=(4, 2), epochs=1, seed=1))
     detector.fit(normal)
     detector.score(normal)
+    detector.contributions(normal)
     np.testing.assert_array_equal(normal, data[0])
 
 
@@ -48,12 +60,88 @@ def test_save_and_load_round_trip_gives_the_same_scores(fitted, data, tmp_path):
     fitted.save(tmp_path / "model")
     loaded = AutoencoderDetector.load(tmp_path / "model")
     np.testing.assert_allclose(loaded.score(data[1]), fitted.score(data[1]), rtol=1e-6)
-    assert loaded.config == fitted.config
+    np.testing.assert_allclose(
+        loaded.contributions(data[1]), fitted.contributions(data[1]), rtol=1e-6
+    )
+    assert loaded.config == fitted.config and loaded.forest is not None
 
 
-def test_contributions_explain_the_score(fitted, data):
+def test_contributions_explain_the_autoencoder_part(fitted, data):
     parts = fitted.contributions(data[1])
-    np.testing.assert_allclose(parts.max(axis=1), fitted.score(data[1]), rtol=1e-6)
+    np.testing.assert_allclose(fitted.aggregate(parts), parts.mean(axis=1), rtol=1e-6)
+    # The forest only adds to the autoencoder: rows it explains as worse still score higher.
+    worst, best = np.argmax(parts.mean(axis=1)), np.argmin(parts.mean(axis=1))
+    assert fitted.score(data[1][[worst]]) > fitted.score(data[1][[best]])
+
+
+@pytest.mark.parametrize("aggregation", ["max", "mean"])
+def test_without_the_forest_the_score_is_the_aggregated_contributions(data, aggregation):
+    config = AutoencoderConfig(
+        hidden=(8, 3), epochs=3, seed=1, aggregation=aggregation, isolation_forest=False
+    )
+    detector = AutoencoderDetector(config).fit(data[0])
+    parts = detector.contributions(data[1])
+    expected = parts.max(axis=1) if aggregation == "max" else parts.mean(axis=1)
+    np.testing.assert_allclose(detector.score(data[1]), expected, rtol=1e-6)
+    assert detector.forest is None
+
+
+def test_unknown_aggregation_is_refused():
+    with pytest.raises(ValueError, match="aggregation"):
+        AutoencoderConfig(aggregation="median")
+
+
+def test_early_stopping_stops_before_the_epoch_cap(data):
+    config = AutoencoderConfig(hidden=(8, 3), epochs=500, seed=3, isolation_forest=False)
+    detector = AutoencoderDetector(config).fit(data[0][:1000])
+    assert 1 < len(detector.loss_history) < 500
+    assert len(detector.validation_history) == len(detector.loss_history)
+
+
+def test_row_budget_bounds_training_on_large_data(data):
+    config = AutoencoderConfig(hidden=(4, 2), row_budget=6_000, seed=1, isolation_forest=False)
+    detector = AutoencoderDetector(config).fit(data[0])
+    assert len(detector.loss_history) <= 2
+
+
+def test_layers_are_sized_from_the_width():
+    assert layer_sizes(4) == (4, 2)
+    assert layer_sizes(42) == (32, 16)
+    wide = layer_sizes(500)
+    assert wide[0] >= wide[1] and max(wide) <= 64
+
+
+def test_constant_and_heavy_tailed_columns_are_handled(data):
+    rng = np.random.default_rng(7)
+    normal, outliers = data
+    heavy = rng.pareto(1.0, size=(len(normal) + len(outliers), 1)) * 1e6
+    matrix = np.hstack(
+        [np.vstack([normal, outliers]), np.full((len(heavy), 1), 42.0, np.float32), heavy]
+    )
+    config = AutoencoderConfig(hidden=(8, 3), epochs=5, seed=2)
+    detector = AutoencoderDetector(config).fit(matrix[: len(normal)])
+    scores = detector.score(matrix)
+    assert np.isfinite(scores).all() and np.isfinite(detector.contributions(matrix)).all()
+    truth = np.r_[np.zeros(len(normal)), np.ones(len(outliers))]
+    assert roc_auc_score(truth, scores) > 0.9
+    shifted = matrix[:5].copy()
+    shifted[:, 10] = 43.0  # a constant column's value changing is noticed, not a division by 0
+    assert (
+        detector.contributions(shifted)[:, 10] > detector.contributions(matrix[:5])[:, 10]
+    ).all()
+
+
+def test_models_saved_before_the_newer_settings_still_load(fitted, data, tmp_path):
+    fitted.save(tmp_path / "old")
+    scaling = json.loads((tmp_path / "old" / "scaling.json").read_text())
+    for key in ("aggregation", "isolation_forest", "patience", "row_budget", "validation_share"):
+        scaling["config"].pop(key)
+    scaling.pop("aggregation")
+    (tmp_path / "old" / "scaling.json").write_text(json.dumps(scaling))
+    (tmp_path / "old" / "isolation_forest.joblib").unlink()
+    loaded = AutoencoderDetector.load(tmp_path / "old")
+    parts = loaded.contributions(data[1])
+    np.testing.assert_allclose(loaded.score(data[1]), parts.max(axis=1), rtol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +175,16 @@ def test_segments_judge_a_value_against_rows_of_the_same_kind(segmented):
         1,
         -1,
     ]
+
+
+def test_with_segments_one_feature_far_out_of_line_is_enough(segmented):
+    """Segmented data (our payments) score the largest contribution, with no forest: the monitor
+    reads the score as the largest contribution."""
+    rows = np.array([[1.0, 0.5, -0.5, 0.0, 1.0], [0.0, 9.0, 0.0, 1.0, 0.0]], np.float32)
+    assert segmented.aggregation == "max" and segmented.forest is None
+    np.testing.assert_allclose(
+        segmented.score(rows), segmented.contributions(rows).max(axis=1), rtol=1e-6
+    )
 
 
 def test_context_columns_never_contribute(segmented):
