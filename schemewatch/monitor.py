@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from schemewatch import explanations, features, modeling, store
+from schemewatch import explanations, features, modeling, rules, store
 from schemewatch.schemes import DAY, IST_OFFSET_SECONDS
 
 BACKFILL_BATCH = 2_000_000
@@ -100,6 +100,7 @@ class Monitor:
         self.model: modeling.LoadedModel | None = None
         self.history = _History(pd.DataFrame())
         self.history_through = -1
+        self.rules = rules.EnabledRules(self.db_path)
 
     def _ensure_model(self) -> modeling.LoadedModel:
         version = modeling.current_version(self.model_dir)
@@ -126,6 +127,7 @@ class Monitor:
     def tick(self) -> TickResult:
         """Score the next batch of pending transactions (if any)."""
         model = self._ensure_model()
+        self.rules.refresh(self.conn)
         cursor = store.scored_through(self.conn, model.version)
         last = store.last_transaction_id(self.conn)
         if last <= cursor:
@@ -168,6 +170,9 @@ class Monitor:
             ]
             for part, future in zip(parts, judged, strict=True):
                 scores, is_alert, reasons, resembles = future.result()
+                hits, is_alert, reasons = self.rules.apply(
+                    batch.iloc[part], matrix[part], model.version, is_alert, reasons
+                )
                 now = store.now()
                 rows = zip(
                     [model.version] * len(scores),
@@ -181,7 +186,7 @@ class Monitor:
                     strict=True,
                 )
                 summary = daily.counts(part, is_alert, model.version)
-                store.record_scores(self.conn, rows, summary)
+                store.record_scores(self.conn, rows, summary, hits)
                 alerts += int(is_alert.sum())
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
