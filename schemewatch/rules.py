@@ -337,17 +337,22 @@ def _hits(conn, parsed, payments: pd.DataFrame, first: int, chunk_rows: int):
         matched = rule_language.evaluate(parsed, columns, len(chunk))
         hit_ids.append(chunk["transaction_id"].to_numpy()[matched])
         shown = chunk[matched].assign(**{n: v[matched] for n, v in columns.items()})
-        samples.append(shown.head(SAMPLE_HITS))
+        samples.append(_spread(shown))
     ids = np.concatenate(hit_ids) if hit_ids else np.zeros(0, np.int64)
     return ids, _sample_rows(parsed, samples)
+
+
+def _spread(frame: pd.DataFrame) -> pd.DataFrame:
+    """At most SAMPLE_HITS rows, spread evenly over the frame (not only its first rows)."""
+    if len(frame) <= SAMPLE_HITS:
+        return frame
+    return frame.iloc[np.linspace(0, len(frame) - 1, SAMPLE_HITS).astype(int)]
 
 
 def _sample_rows(parsed, parts: list[pd.DataFrame]) -> list[dict]:
     if not parts:
         return []
-    frame = pd.concat(parts, ignore_index=True)
-    if len(frame) > SAMPLE_HITS:
-        frame = frame.iloc[np.linspace(0, len(frame) - 1, SAMPLE_HITS).astype(int)]
+    frame = _spread(pd.concat(parts, ignore_index=True))
     base = ["transaction_id", "beneficiary_id", "scheme", "amount", "state", "district"]
     out = []
     for row in frame.to_dict("records"):

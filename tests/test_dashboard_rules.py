@@ -90,3 +90,15 @@ def test_a_hostile_rule_name_is_shown_as_text(site):  # noqa: F811
     app = _rules_page("ravi")
     assert not app.exception
     assert "![x](http" not in app.subheader[0].value
+
+
+def test_the_alert_queue_can_say_which_alerts_came_from_the_model(site):  # noqa: F811
+    from schemewatch import modeling
+    from schemewatch.dashboard import data
+
+    version = modeling.current_version(site / "modeling")
+    conn = sqlite3.connect(site / "transactions.db")
+    ids = [r[0] for r in conn.execute("SELECT transaction_id FROM scores WHERE is_alert LIMIT 5")]
+    assert data.alert_sources(site / "transactions.db", version, tuple(ids)) == {
+        i: "model" for i in ids
+    }
