@@ -614,6 +614,7 @@ def rules_test(rule_or_expression, date_from, date_to, samples, as_user, db_path
     A named rule's result is kept with its current version, which may then be enabled.
     """
     from schemewatch import rules as auditors_rules
+    from schemewatch import triage
 
     settings = settings_for(db_path, model_dir)
     with _rules_session(db_path, as_user) as (conn, actor, role):
@@ -629,7 +630,8 @@ def rules_test(rule_or_expression, date_from, date_to, samples, as_user, db_path
             end,
             auditors_rules.current_model_version(settings.model_dir),
         )
-        if rule is not None:
+        keep = rule is not None and triage.allowed(role, "write_rules")
+        if keep:
             auditors_rules.record_backtest(conn, rule.name, result, actor, role)
     for line in result.lines():
         click.echo(line)
@@ -637,8 +639,10 @@ def rules_test(rule_or_expression, date_from, date_to, samples, as_user, db_path
         click.echo("Sample hits:")
         for sample in result.samples:
             click.echo("  " + ", ".join(f"{k}={v}" for k, v in sample.items()))
-    if rule is not None:
+    if keep:
         click.echo(f"Kept with rule '{rule.name}' version {rule.current_version}.")
+    elif rule is not None:
+        click.echo(f"Not kept with the rule: your role ({role}) may not write rules.")
 
 
 def _rule_or_none(conn, name_or_expression: str):

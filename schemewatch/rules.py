@@ -406,17 +406,26 @@ class EnabledRules:
     def __init__(self, db_path: Path):
         self.db_path = Path(db_path)
         self.rules: list[_Compiled] = []
+        self.broken: dict[str, str] = {}  # enabled rules this code can no longer parse: why
         self._seen: list[tuple] = []
 
     def refresh(self, conn) -> None:
-        """Pick up rules enabled, disabled or edited since the last tick."""
+        """Pick up rules enabled, disabled or edited since the last tick.
+
+        A stored rule that no longer parses (a feature renamed since it was written) is left
+        out and named in `broken`, rather than stopping the scoring of every payment; the
+        Rules page shows it as broken.
+        """
         current = store.enabled_rules(conn)
-        if current != self._seen:
-            self.rules = [
-                _Compiled(rule_id, name, version, rule_language.parse(text))
-                for rule_id, name, version, text in current
-            ]
-            self._seen = current
+        if current == self._seen:
+            return
+        self.rules, self.broken = [], {}
+        for rule_id, name, version, text in current:
+            try:
+                self.rules.append(_Compiled(rule_id, name, version, rule_language.parse(text)))
+            except RuleError as exc:
+                self.broken[name] = str(exc)
+        self._seen = current
 
     def apply(self, rows: pd.DataFrame, matrix: np.ndarray, model_version: str, is_alert, reasons):
         """Hits (RULE_HIT_COLUMNS rows); alert flags and reasons with the rules' hits added."""

@@ -282,3 +282,61 @@ def test_the_monitor_writes_hits_for_enabled_rules_only(
 )
 def test_an_alert_says_where_it_came_from_in_plain_words(by_model, names, text):
     assert rules.describe_source(by_model, names) == text
+
+
+def test_a_rule_naming_the_district_finds_it_although_the_scoring_read_has_none(generated_db):
+    rows = store.transactions_for_scoring(generated_db, 0, 300)
+    assert "district" not in rows
+    conn = store.open_database(generated_db)
+    district = conn.execute(
+        "SELECT district FROM transactions WHERE transaction_id = 1"
+    ).fetchone()[0]
+    expected = [
+        r[0]
+        for r in conn.execute(
+            "SELECT transaction_id FROM transactions WHERE transaction_id <= 300 AND district = ?",
+            (district,),
+        )
+    ]
+    rules.add_rule(conn, "one district", f'district == "{district}"', None, "ravi", "supervisor")
+    start, end = _whole_period(conn)
+    result = rules.backtest(generated_db, f'district == "{district}"', start, end, None)
+    rules.record_backtest(conn, "one district", result, "ravi", "supervisor")
+    rules.set_enabled(conn, "one district", True, "ravi", "supervisor")
+    enabled = rules.EnabledRules(generated_db)
+    enabled.refresh(conn)
+    matrix = np.zeros((len(rows), 1), np.float32)  # no feature is read
+    none = np.full(len(rows), None, dtype=object)
+    hits, is_alert, reasons = enabled.apply(rows, matrix, "v1", np.zeros(len(rows), bool), none)
+    assert [h[1] for h in hits] == expected and is_alert.sum() == len(expected)
+    assert (
+        result.hits
+        == conn.execute(
+            "SELECT COUNT(*) FROM transactions WHERE district = ?", (district,)
+        ).fetchone()[0]
+    )
+    conn.close()
+
+
+def test_an_auditor_may_backtest_a_named_rule_but_it_is_not_kept(generated_db):
+    conn = store.open_database(generated_db)
+    users.add_user(conn, "asha", "auditor", "a long enough secret", actor="setup")
+    conn.close()
+    assert _run("add", "big", "amount > 5000", db=generated_db).exit_code == 0
+    tested = _run("test", "big", "--as", "asha", db=generated_db)
+    assert tested.exit_code == 0, tested.output
+    assert "Not kept with the rule: your role (auditor) may not write rules." in tested.output
+    refused = _run("enable", "big", db=generated_db)
+    assert "has not been backtested" in refused.output
+
+
+def test_an_enabled_rule_that_no_longer_parses_is_skipped_and_named(conn):
+    """A feature renamed after a rule was written must not stop the scoring of every payment."""
+    with store.write_transaction(conn):
+        rule_id = store.insert_rule(conn, "old", "retired_feature > 1", None, "ravi")
+        store.save_backtest(conn, rule_id, 1, "{}", "ravi")
+        store.set_rule_enabled(conn, rule_id, True, "ravi")
+    enabled = rules.EnabledRules(":memory:")
+    enabled.refresh(conn)
+    assert enabled.rules == []
+    assert "unknown name 'retired_feature'" in enabled.broken["old"]

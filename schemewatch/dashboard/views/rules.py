@@ -80,6 +80,10 @@ def _backtest_lines(summary: dict) -> None:
 def _detail(settings, user, rule: rules.Rule) -> None:
     st.subheader(f"{md(rule.name)} (version {rule.current_version})")
     st.code(rule.expression, language=None, wrap_lines=True)
+    try:
+        rule_language.parse(rule.expression)
+    except SchemewatchError as exc:
+        st.error(f"This version no longer parses, so the monitor skips it: {md(exc)}")
     if rule.description:
         st.markdown(md(rule.description))
     state = "on: the monitor runs it on every new payment" if rule.enabled else "off"
