@@ -102,3 +102,26 @@ def test_the_alert_queue_can_say_which_alerts_came_from_the_model(site):  # noqa
     assert data.alert_sources(site / "transactions.db", version, tuple(ids)) == {
         i: "model" for i in ids
     }
+
+
+def test_an_edit_on_the_page_is_a_new_version_switched_off(site):  # noqa: F811
+    _add(site, "big", "amount > 5000")
+    conn = store.open_database(site / "transactions.db")
+    first, last = store.paid_at_range(conn)
+    result = rules.backtest(site / "transactions.db", "amount > 5000", first, last + 1, None)
+    rules.record_backtest(conn, "big", result, "setup", "admin")
+    rules.set_enabled(conn, "big", True, "setup", "admin")
+    conn.close()
+    app = _rules_page("meera")
+    assert app.button(key="rule_disable")
+    app.text_area(key="rule_edit_expression").input("amount > 9000")
+    app.button(key="rule_edit_save").click()
+    app.run()
+    assert not app.exception and not app.error
+    assert any("new version" in s.value for s in app.success)
+    assert app.code[0].value == "amount > 9000"
+    assert app.button(key="rule_enable").disabled
+    audit = sqlite3.connect(site / "transactions.db").execute(
+        "SELECT actor, action, old_value, new_value FROM audit_log ORDER BY entry_id DESC LIMIT 1"
+    )
+    assert audit.fetchone() == ("meera", "rule edited", "amount > 5000", "amount > 9000")

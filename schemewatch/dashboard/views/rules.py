@@ -111,7 +111,11 @@ def _default_period(settings) -> tuple[date, date]:
 
 def _backtest_form(settings, user, rule: rules.Rule) -> None:
     st.markdown("**Backtest** over stored payments (IST days, inclusive)")
-    first, last = _default_period(settings)
+    try:
+        first, last = _default_period(settings)
+    except SchemewatchError as exc:
+        st.info(md(exc))
+        return
     left, right = st.columns(2)
     chosen_first = left.date_input("From", value=first, key="rule_backtest_from")
     chosen_last = right.date_input("To", value=last, key="rule_backtest_to")
