@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from schemewatch import explanations, features, modeling, rules, store
+from schemewatch import explanations, features, modeling, store
+from schemewatch.rules import EnabledRules
 from schemewatch.schemes import DAY, IST_OFFSET_SECONDS
 
 BACKFILL_BATCH = 2_000_000
@@ -97,10 +98,10 @@ class Monitor:
         self.model_dir = Path(model_dir)
         self.batch_size = batch_size
         self.conn = store.open_database(self.db_path)
+        self.rules = EnabledRules(self.db_path)  # auditors' rules, run on every scored chunk
         self.model: modeling.LoadedModel | None = None
         self.history = _History(pd.DataFrame())
         self.history_through = -1
-        self.rules = rules.EnabledRules(self.db_path)
 
     def _ensure_model(self) -> modeling.LoadedModel:
         version = modeling.current_version(self.model_dir)
