@@ -3,7 +3,7 @@
 import sqlite3
 
 import pytest
-from test_dashboard import VIEWS, _login, site  # noqa: F401  (site is a fixture)
+from test_dashboard import VIEWS, _app, _login, site  # noqa: F401  (site is a fixture)
 
 from schemewatch import rules, store
 
@@ -26,6 +26,16 @@ def _add(site_path, name: str, expression: str) -> None:
     conn = store.open_database(site_path / "transactions.db")
     rules.add_rule(conn, name, expression, "set up", "setup", "admin")
     conn.close()
+
+
+def test_the_rules_page_shows_nothing_before_login(site):  # noqa: F811
+    _add(site, "far pensions", "km_from_home > 500")
+    app = _app()
+    app.switch_page(PAGE)
+    app.run()
+    assert not app.exception
+    assert [t.label for t in app.text_input] == ["Username", "Password"]
+    assert not app.dataframe and not app.code
 
 
 def test_an_auditor_sees_the_rules_and_no_way_to_change_them(site):  # noqa: F811
