@@ -502,6 +502,13 @@ def users_set_role(username, role, credentials_path, db_path):
     click.echo(f"'{username}' is now {role}.")
 
 
+# The `rules` group lives in its own module, which reuses the options above (so it is imported
+# here, after them).
+from schemewatch.cli_rules import rules  # noqa: E402
+
+cli.add_command(rules)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point for `schemewatch` and `python -m schemewatch`."""
     cli.main(args=argv, prog_name="schemewatch")

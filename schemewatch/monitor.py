@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from schemewatch import explanations, features, modeling, store
+from schemewatch.rules import EnabledRules
 from schemewatch.schemes import DAY, IST_OFFSET_SECONDS
 
 BACKFILL_BATCH = 2_000_000
@@ -97,6 +98,7 @@ class Monitor:
         self.model_dir = Path(model_dir)
         self.batch_size = batch_size
         self.conn = store.open_database(self.db_path)
+        self.rules = EnabledRules(self.db_path)  # auditors' rules, run on every scored chunk
         self.model: modeling.LoadedModel | None = None
         self.history = _History(pd.DataFrame())
         self.history_through = -1
@@ -126,6 +128,7 @@ class Monitor:
     def tick(self) -> TickResult:
         """Score the next batch of pending transactions (if any)."""
         model = self._ensure_model()
+        self.rules.refresh(self.conn)
         cursor = store.scored_through(self.conn, model.version)
         last = store.last_transaction_id(self.conn)
         if last <= cursor:
@@ -168,6 +171,9 @@ class Monitor:
             ]
             for part, future in zip(parts, judged, strict=True):
                 scores, is_alert, reasons, resembles = future.result()
+                hits, is_alert, reasons = self.rules.apply(
+                    batch.iloc[part], matrix[part], model.version, is_alert, reasons
+                )
                 now = store.now()
                 rows = zip(
                     [model.version] * len(scores),
@@ -181,7 +187,7 @@ class Monitor:
                     strict=True,
                 )
                 summary = daily.counts(part, is_alert, model.version)
-                store.record_scores(self.conn, rows, summary)
+                store.record_scores(self.conn, rows, summary, hits)
                 alerts += int(is_alert.sum())
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -1,7 +1,8 @@
 """Alert triage: claim, disposition and note, each recorded in the audit log with old -> new.
 
 Roles: auditors view and triage; only supervisors and admins may close a case as confirmed fraud,
-download, or read the audit log; only admins manage users and the alert threshold. A disposition
+download, read the audit log, or write and switch auditors' rules; only admins manage users and
+the alert threshold. A disposition
 keeps the role that set it: only that role or above may change it. Saves are conditional on the
 case's version, so two auditors never silently overwrite each other.
 """
@@ -16,8 +17,16 @@ from schemewatch.errors import CaseConflict, SchemewatchError
 
 CAN = {
     "auditor": {"view", "triage"},
-    "supervisor": {"view", "triage", "confirm_fraud", "download", "read_audit"},
-    "admin": {"view", "triage", "confirm_fraud", "download", "read_audit", "manage"},
+    "supervisor": {"view", "triage", "confirm_fraud", "download", "read_audit", "write_rules"},
+    "admin": {
+        "view",
+        "triage",
+        "confirm_fraud",
+        "download",
+        "read_audit",
+        "write_rules",
+        "manage",
+    },
 }
 
 

@@ -80,6 +80,7 @@ def main() -> None:
             st.Page(_view("overview"), title="Overview", icon=":material/dashboard:", default=True),
             st.Page(_view("alerts"), title="Alerts", icon=":material/notifications:"),
             st.Page(_view("model"), title="Model", icon=":material/insights:"),
+            st.Page(_view("rules"), title="Rules", icon=":material/rule:"),
         ]
         if user.can("read_audit"):
             available.append(

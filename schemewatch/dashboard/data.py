@@ -117,3 +117,11 @@ def csv_download(db_path: Path, filters, version) -> tuple[bytes, int]:
     finally:
         conn.close()
     return buffer.getvalue().encode("utf-8"), count
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def alert_sources(db_path: Path, version: str, transaction_ids: tuple[int, ...]) -> dict[int, str]:
+    """Where each alert came from, in plain words: "model", "rule 'x'", "model and rule 'x'"."""
+    from schemewatch import rules
+
+    return _read(db_path, rules.alert_source_labels, version, list(transaction_ids))

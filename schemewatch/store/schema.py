@@ -450,6 +450,64 @@ def _migration_trail(conn: sqlite3.Connection) -> None:
     integrity.seal_stored_transactions(conn)
 
 
+# -- auditors' rules (see schemewatch/rules.py) -------------------------------------------------
+
+RULES = "rules"
+RULE_VERSIONS = "rule_versions"
+RULE_HITS = "rule_hits"
+RULE_COLUMNS = ("rule_id", "name", "current_version", "enabled", "updated_by", "updated_at")
+RULE_VERSION_COLUMNS = (
+    "rule_id",
+    "version",
+    "expression",
+    "description",
+    "created_by",
+    "created_at",
+    "backtest",
+    "backtested_by",
+    "backtested_at",
+)
+RULE_HIT_COLUMNS = ("model_version", "transaction_id", "rule_id", "rule_version")
+# A rule's versions are kept: an edit adds one, and every hit names the version that matched.
+# A version's last backtest summary (JSON) is kept with it; only a backtested version may run.
+_RULES_SCHEMA = [
+    f"""CREATE TABLE IF NOT EXISTS {RULES} (
+    rule_id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    current_version INTEGER NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 0 CHECK (enabled IN (0, 1)),
+    updated_by TEXT NOT NULL,
+    updated_at REAL NOT NULL
+)""",
+    f"""CREATE TABLE IF NOT EXISTS {RULE_VERSIONS} (
+    rule_id INTEGER NOT NULL REFERENCES {RULES}(rule_id),
+    version INTEGER NOT NULL CHECK (version >= 1),
+    expression TEXT NOT NULL,
+    description TEXT,
+    created_by TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    backtest TEXT,
+    backtested_by TEXT,
+    backtested_at REAL,
+    PRIMARY KEY (rule_id, version)
+)""",
+    # Like scores, hits are per model version: a new model rescores, and the rules run again.
+    f"""CREATE TABLE IF NOT EXISTS {RULE_HITS} (
+    model_version TEXT NOT NULL,
+    transaction_id INTEGER NOT NULL REFERENCES {TRANSACTIONS}(transaction_id),
+    rule_id INTEGER NOT NULL REFERENCES {RULES}(rule_id),
+    rule_version INTEGER NOT NULL,
+    PRIMARY KEY (model_version, transaction_id, rule_id)
+) WITHOUT ROWID""",
+    f"CREATE INDEX IF NOT EXISTS idx_rule_hits_rule ON {RULE_HITS}(rule_id, rule_version)",
+]
+
+
+def _migration_rules(conn: sqlite3.Connection) -> None:
+    for statement in _RULES_SCHEMA:
+        conn.execute(statement)
+
+
 # Named, ordered migrations; a database records the last one applied in PRAGMA user_version.
 MIGRATIONS = (
     ("initial schema", _migration_initial),
@@ -459,6 +517,7 @@ MIGRATIONS = (
     ("daily summary kept by the monitor", _migration_summary),
     ("dashboard accounts and the session cookie key", _migration_accounts),
     ("tamper-evident trail: chained audit log and case events, sealed batches", _migration_trail),
+    ("auditors' rules, their versions and hits", _migration_rules),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from schemewatch.errors import DatabaseError
+from schemewatch.store.rules import insert_rule_hits
 from schemewatch.store.schema import (
     BENEFICIARIES,
     DAILY_SUMMARY,
@@ -186,8 +187,8 @@ def insert_scores(conn: sqlite3.Connection, rows) -> None:
     conn.executemany(_insert_sql(SCORES, SCORE_COLUMNS), rows)
 
 
-def record_scores(conn: sqlite3.Connection, rows, summary) -> None:
-    """Insert score rows and add them to the daily summary, in one commit.
+def record_scores(conn: sqlite3.Connection, rows, summary, rule_hits=()) -> None:
+    """Insert score rows, add them to the daily summary and record rule hits, in one commit.
 
     The transaction ids come from the append-only transactions table the monitor has just read,
     so the per-row foreign-key lookup is skipped for this write (it costs a fifth of a backfill);
@@ -198,6 +199,7 @@ def record_scores(conn: sqlite3.Connection, rows, summary) -> None:
         with write_transaction(conn):
             insert_scores(conn, rows)
             add_to_summary(conn, summary)
+            insert_rule_hits(conn, rule_hits)
     finally:
         conn.execute("PRAGMA foreign_keys=ON")
 
