@@ -8,10 +8,11 @@ import sqlite3
 import subprocess
 import time
 
+import pandas as pd
 import pytest
 from conftest import PYTHON, ROOT
 
-from schemewatch import modeling
+from schemewatch import history, modeling
 from schemewatch.detector import AutoencoderConfig
 from schemewatch.errors import ModelError
 from schemewatch.monitor import Monitor
@@ -168,6 +169,48 @@ def test_incremental_monitor_scores_like_a_backfill(scored_copy, tmp_path):
         a[0] == b[0] and a[1] == pytest.approx(b[1], rel=1e-4)
         for a, b in zip(one, many, strict=True)
     )
+
+
+def _all_scores(db):
+    query = "SELECT transaction_id, score, is_alert, reasons FROM scores ORDER BY transaction_id"
+    return sqlite3.connect(db).execute(query).fetchall()
+
+
+def test_chunked_backfill_scores_like_the_whole_table(scored_copy, tmp_path, monkeypatch):
+    """Chunks of 7 and 400 rows, with the history tail pruned often, give the same scores."""
+    db, models = scored_copy
+    whole = tmp_path / "whole.db"
+    shutil.copy(db, whole)
+    Monitor(whole, models, chunk_size=1_000_000).tick()
+    monkeypatch.setattr(history.Tail, "PRUNE_ROWS", 50)
+    expected = _all_scores(whole)
+    for chunk_size in (7, 400):
+        copy = tmp_path / f"chunks-{chunk_size}.db"
+        shutil.copy(db, copy)
+        chunked = Monitor(copy, models, chunk_size=chunk_size)
+        chunked.tick()
+        assert chunked.tail.horizon > 0  # the tail was pruned on the way
+        got = _all_scores(copy)
+        assert len(got) == len(expected) == 6_000
+        assert [g[0] for g in got] == [e[0] for e in expected]
+        assert [g[2] for g in got] == [e[2] for e in expected]
+        assert [g[1] for g in got] == pytest.approx([e[1] for e in expected], rel=1e-5)
+
+
+def test_live_history_stays_bounded(scored_copy, monkeypatch):
+    """Rows older than the longest window leave the live monitor's memory."""
+    db, models = scored_copy
+    monkeypatch.setattr(history.Tail, "PRUNE_ROWS", 100)
+    live = Monitor(db, models, batch_size=500)
+    while live.tick().scored:
+        pass
+    tail = live.tail
+    tail.prune()
+    kept = pd.concat(tail._all())
+    assert len(kept) < 6_000
+    closed = kept[(kept["paid_at"] < tail.horizon) & (kept["period_end"] < tail.horizon)]
+    # Before the horizon: only each beneficiary's latest payment and one per account they use.
+    assert len(closed) <= 2 * closed["beneficiary_id"].nunique()
 
 
 @pytest.mark.slow

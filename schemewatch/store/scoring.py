@@ -115,6 +115,33 @@ def start_transactions_read(path: Path | str, after_id: int, through_id: int | N
     return lambda: frame
 
 
+def earlier_transactions(
+    conn: sqlite3.Connection,
+    *,
+    through_id: int,
+    beneficiary_ids: list,
+    agent_ids: list,
+    agents_since: int,
+):
+    """Transactions up to through_id of some beneficiaries (all their payments) and of some
+    payout agents (paid since agents_since), for rows whose history a bounded tail lacks."""
+    import pandas as pd
+
+    columns = f"{', '.join(SCORING_COLUMNS)}, state"
+    by_beneficiary = (
+        f"SELECT {columns} FROM {TRANSACTIONS} INDEXED BY idx_transactions_beneficiary_paid_at "
+        "WHERE transaction_id <= ? AND beneficiary_id IN ({marks})"
+    )
+    by_agent = (
+        f"SELECT {columns} FROM {TRANSACTIONS} INDEXED BY idx_transactions_agent_paid_at "
+        "WHERE transaction_id <= ? AND paid_at >= ? AND agent_id IN ({marks})"
+    )
+    rows = _by_ids(conn, by_beneficiary, beneficiary_ids, (through_id,))
+    rows += _by_ids(conn, by_agent, agent_ids, (through_id, agents_since))
+    frame = pd.DataFrame.from_records(rows, columns=[*SCORING_COLUMNS, "state"])
+    return frame.drop_duplicates("transaction_id").sort_values("transaction_id")
+
+
 def ground_truth_frame(path: Path | str):
     """Every labelled transaction (evaluation only: training and scoring never call this)."""
     return read_frame(path, f"SELECT transaction_id, typology, group_id FROM {GROUND_TRUTH}")
@@ -152,13 +179,13 @@ def entitlements(conn: sqlite3.Connection, beneficiary_ids=None) -> list[tuple]:
     return _by_ids(conn, sql + " WHERE beneficiary_id IN ({marks})", beneficiary_ids)
 
 
-def _by_ids(conn: sqlite3.Connection, template: str, ids) -> list[tuple]:
+def _by_ids(conn: sqlite3.Connection, template: str, ids, leading: tuple = ()) -> list[tuple]:
     ids = list(dict.fromkeys(ids))
     rows: list[tuple] = []
     for start in range(0, len(ids), 900):
         chunk = ids[start : start + 900]
         sql = template.format(marks=", ".join("?" for _ in chunk))
-        rows.extend(tuple(r) for r in conn.execute(sql, chunk))
+        rows.extend(tuple(r) for r in conn.execute(sql, (*leading, *chunk)))
     return rows
 
 
