@@ -8,11 +8,12 @@ import sqlite3
 import subprocess
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import PYTHON, ROOT
 
-from schemewatch import history, modeling
+from schemewatch import history, modeling, store
 from schemewatch.detector import AutoencoderConfig
 from schemewatch.errors import ModelError
 from schemewatch.monitor import Monitor
@@ -77,6 +78,22 @@ def test_model_card_records_what_the_issue_asks(trained):
     ):
         assert key in card
     assert card["rows"] == 6_000 and len(card["training_loss"]) == FAST.epochs
+
+
+def test_training_fits_a_stratified_sample_and_calibrates_on_every_row(generated_db, tmp_path):
+    card = modeling.train(generated_db, tmp_path / "models", config=FAST, sample_rows=1_500)
+    assert card["rows"] == 6_000 and abs(card["rows_fitted"] - 1_500) <= 40
+    model = modeling.load_model(tmp_path / "models")
+    conn = store.open_database(generated_db)
+    transactions, matrix = modeling.feature_matrix(generated_db, conn)
+    conn.close()
+    scores = model.detector.score(matrix)
+    assert (scores > card["threshold"]).mean() == pytest.approx(0.01, abs=0.002)
+    low, high = np.percentile(matrix[:, 0], [1, 99])
+    assert card["normal_ranges"]["log_amount"] == pytest.approx([low, high], rel=1e-6)
+    keys = modeling.sample_keys(transactions["transaction_id"].to_numpy(), seed=1)
+    assert np.array_equal(keys, modeling.sample_keys(np.arange(1, 6_001), seed=1))
+    assert 0 <= keys.min() and keys.max() < 1
 
 
 def test_threshold_leaves_the_alert_budget_above_it(scored_copy):
