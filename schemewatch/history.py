@@ -79,10 +79,10 @@ class Tail:
         self.parts.append(rows)
         self.newest = max(self.newest, float(rows["paid_at"].max()))
         self.added += len(rows)
-        if len(self.parts) > 8 or self.added >= self.PRUNE_ROWS:
-            self._merge()
         if self.added >= self.PRUNE_ROWS:
             self.prune()
+        elif len(self.parts) > 8:  # many small live batches: one part, the big frame untouched
+            self.parts = [pd.concat(self.parts, ignore_index=True)]
 
     def _merge(self) -> None:
         frames = self._all()

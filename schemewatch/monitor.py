@@ -237,10 +237,14 @@ def run(
     monitor = Monitor(db_path, model_dir, batch_size=batch_size)
     scored_total = 0
     previous = signal.signal(signal.SIGTERM, _stop)
+    watching = False
     try:
         while True:
             result = monitor.tick()
             scored_total += result.scored
+            if not once and not watching and result.pending == 0 and report:
+                report("up to date; watching for new transactions")
+                watching = True
             if result.scored and report:
                 report(
                     f"scored {result.scored:,} transactions with model {result.model_version}: "
