@@ -87,11 +87,6 @@ def with_column_roles(config: AutoencoderConfig) -> AutoencoderConfig:
     )
 
 
-def _rows_by_scheme(transactions: pd.DataFrame) -> dict[str, np.ndarray]:
-    scheme = transactions["scheme"].to_numpy()
-    return {name: scheme == name for name in pd.unique(scheme)}
-
-
 def calibrate_threshold(scores: np.ndarray, alert_budget: float) -> float:
     """The score above which `alert_budget` of the rows lie."""
     if not 0 < alert_budget < 1:
@@ -121,11 +116,16 @@ def sample_keys(transaction_ids: np.ndarray, seed: int) -> np.ndarray:
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
+def scheme_codes(rows: pd.DataFrame) -> np.ndarray:
+    """Each row's scheme as its index in schemes.SCHEME_CODES (-1 if unknown)."""
+    return pd.Categorical(rows["scheme"], categories=schemes.SCHEME_CODES).codes.astype(np.int8)
+
+
 def strata(rows: pd.DataFrame) -> np.ndarray:
-    """Each row's (scheme, IST month) as text, the strata of the training sample."""
+    """Each row's (scheme, IST month) as one integer: the strata of the training sample."""
     days = (rows["paid_at"].to_numpy(np.int64) + schemes.IST_OFFSET_SECONDS) // schemes.DAY
-    months = days.astype("datetime64[D]").astype("datetime64[M]").astype(str)
-    return (rows["scheme"].astype(str).to_numpy(object) + " " + months.astype(object)).astype(str)
+    months = days.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+    return (scheme_codes(rows).astype(np.int64) + 1) * 1_000_000 + months
 
 
 class _Spill:
@@ -208,7 +208,7 @@ def train(
     try:
         registry = load_registry(conn)
         picked, keys, strata_seen, scheme_parts = [], [], [], []
-        counts: dict[str, int] = {}
+        counts: dict[int, int] = {}
         last_id = 0
         for rows, matrix in history.feature_chunks(db_path, conn, registry):
             spill.append(matrix)
@@ -221,9 +221,10 @@ def train(
             picked.append(np.ascontiguousarray(matrix[candidate]))
             keys.append(key[candidate])
             strata_seen.append(stratum[candidate])
-            scheme_parts.append(rows["scheme"].astype(str).to_numpy(object))
+            scheme_parts.append(scheme_codes(rows))
             last_id = int(rows["transaction_id"].max())
         conn.close()
+        del registry
         candidates = {"key": np.concatenate(keys), "stratum": np.concatenate(strata_seen)}
         chosen = _stratified_sample(candidates, counts, share)
         sample = np.concatenate(picked)[chosen]
@@ -278,9 +279,9 @@ def _streamed_ranges(spill: _Spill, scheme: np.ndarray) -> tuple[dict, dict]:
     """Exact 1st and 99th percentiles per feature, over all rows and per scheme, a column at a
     time (one feature of 10 million rows is 40 MB)."""
     rows_by_scheme = {
-        name: scheme == name
-        for name in pd.unique(scheme)
-        if (scheme == name).sum() >= MIN_ROWS_FOR_RANGES
+        schemes.SCHEME_CODES[code]: scheme == code
+        for code in range(len(schemes.SCHEME_CODES))
+        if (scheme == code).sum() >= MIN_ROWS_FOR_RANGES
     }
     ranges: dict[str, list[float]] = {}
     by_scheme: dict[str, dict[str, list[float]]] = {name: {} for name in rows_by_scheme}

@@ -93,7 +93,7 @@ def settle(rng, world: World, enrolment, day, period, amount) -> Payments:
     return Payments(
         beneficiary=beneficiary.astype(np.int64),
         scheme=world.enrolment_scheme[enrolment].astype(np.int8),
-        period=_shared_labels(period),
+        period=period.astype(object),
         amount=np.round(amount.astype(float), 2),
         paid_at=(day.astype(np.int64) * schemes.DAY + seconds - schemes.IST_OFFSET_SECONDS),
         latitude=lat,
@@ -146,13 +146,6 @@ def _alive_for(world: World, enrolment, period_start_day) -> np.ndarray:
     return (world.enrolment_day[enrolment] < period_start_day) & (
         (death < 0) | (death >= period_start_day)
     )
-
-
-def _shared_labels(period: np.ndarray) -> np.ndarray:
-    """Period labels as objects, one string per distinct label: a year of payments has a few
-    hundred labels, and a string per row would cost ~60 bytes per payment."""
-    labels, inverse = np.unique(np.asarray(period, dtype=str), return_inverse=True)
-    return labels.astype(object)[inverse]
 
 
 def _collect(chunks):
