@@ -14,12 +14,14 @@ Run: .venv/bin/python bench/bench_scale.py --rows 1000000 3000000 [--live-second
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +54,8 @@ def wait_until_watching(monitor: subprocess.Popen, timeout: float = 900) -> None
         if not line:
             raise RuntimeError("the monitor stopped before it was ready")
         if "watching" in line:
+            # Keep reading its reports, or a full pipe would stall the monitor.
+            threading.Thread(target=monitor.stderr.read, daemon=True).start()
             return
     raise RuntimeError("the monitor was not ready in time")
 
@@ -63,21 +67,29 @@ def one_size(folder: Path, rows: int, live_seconds: float) -> dict:
     from schemewatch import users
 
     db, models = folder / f"scale-{rows}.db", folder / f"modeling-{rows}"
-    figures = {"rows": rows}
-    figures["generate"] = timed(
-        "generate_database.py", "--transactions", rows, "--seed", "1", "--db", db, "--quiet"
-    )[:2]
-    figures["train"] = timed("train.py", "--db", db, "--model-dir", models)[:2]
-    figures["backfill"] = timed(
-        "monitor.py", "--once", "--quiet", "--db", db, "--model-dir", models
-    )[:2]
+    saved = folder / f"results-{rows}.json"
+    # Stages already measured in this folder (--keep) are not run again.
+    figures = json.loads(saved.read_text()) if saved.exists() else {"rows": rows}
+    stages = {
+        "generate": lambda: timed(
+            "generate_database.py", "--transactions", rows, "--seed", "1", "--db", db, "--quiet"
+        )[:2],
+        "train": lambda: timed("train.py", "--db", db, "--model-dir", models)[:2],
+        "backfill": lambda: timed(
+            "monitor.py", "--once", "--quiet", "--db", db, "--model-dir", models
+        )[:2],
+        "overview": lambda: bench_dashboard.render_times(db, models, credentials),
+        "live": lambda: bench_detection.bench_live(
+            db, models, live_seconds, rate=500, ready=wait_until_watching
+        ),
+    }
     credentials = folder / "credentials.yaml"
     if not credentials.exists():
         users.add_user(credentials, "bench", "admin", bench_dashboard.PASSWORD)
-    figures["overview"] = bench_dashboard.render_times(db, models, credentials)
-    figures["live"] = bench_detection.bench_live(
-        db, models, live_seconds, rate=500, ready=wait_until_watching
-    )
+    for stage, measure in stages.items():
+        if stage not in figures:
+            figures[stage] = measure()
+            saved.write_text(json.dumps(figures))
     return figures
 
 
