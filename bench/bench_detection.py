@@ -116,7 +116,7 @@ def bench_live(
     )
     feed.wait(timeout=seconds + 120)
     time.sleep(3)
-    monitor.send_signal(signal.SIGINT)
+    monitor.send_signal(signal.SIGTERM)  # SIGINT is ignored when the bench runs in the background
     monitor.wait(timeout=60)
     latency = np.array(
         [
