@@ -93,12 +93,19 @@ def transactions_for_scoring(path: Path | str, after_id: int, through_id: int | 
     return start_transactions_read(path, after_id, through_id)()
 
 
+# ADBC infers a column's type from its first rows: a chunk that starts with many payments without
+# an agent (bank credits settle in batches) read agent_id as integers and failed on the first id.
+# These columns are read as '' for NULL and turned back into missing values.
+_NULLABLE_TEXT = ("account_id", "agent_id")
+
+
 def start_transactions_read(path: Path | str, after_id: int, through_id: int | None = None):
     """Begin reading transactions for scoring; call the result to get the DataFrame."""
     upper = "" if through_id is None else " AND transaction_id <= ?"
     params = (after_id,) if through_id is None else (after_id, through_id)
+    columns = [f"COALESCE({c}, '') AS {c}" if c in _NULLABLE_TEXT else c for c in SCORING_COLUMNS]
     sql = (
-        f"SELECT {', '.join(SCORING_COLUMNS)}, state FROM {TRANSACTIONS} "
+        f"SELECT {', '.join(columns)}, state FROM {TRANSACTIONS} "
         f"WHERE transaction_id > ?{upper} ORDER BY transaction_id"
     )
     expected = (through_id if through_id is not None else 10**12) - after_id
@@ -110,9 +117,17 @@ def start_transactions_read(path: Path | str, after_id: int, through_id: int | N
             conn.close()
         expected = min(expected, last - after_id)
     if expected >= SUBPROCESS_READ_ROWS:
-        return start_read_in_subprocess(path, sql, params)
-    frame = read_frame(path, sql, params)
+        reading = start_read_in_subprocess(path, sql, params)
+        return lambda: _with_missing_values(reading())
+    frame = _with_missing_values(read_frame(path, sql, params))
     return lambda: frame
+
+
+def _with_missing_values(frame):
+    for column in _NULLABLE_TEXT:
+        values = frame[column]
+        frame[column] = values.mask(values == "")
+    return frame
 
 
 def earlier_transactions(
