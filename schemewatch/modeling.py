@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from schemewatch import features, history, schemes, store
 from schemewatch.detector import AutoencoderConfig, AutoencoderDetector
@@ -226,9 +227,13 @@ def train(
         conn.close()
         del registry
         candidates = {"key": np.concatenate(keys), "stratum": np.concatenate(strata_seen)}
+        del keys, strata_seen
         chosen = _stratified_sample(candidates, counts, share)
-        sample = np.concatenate(picked)[chosen]
+        sample = np.concatenate(picked)
         del picked, candidates
+        sample = sample[chosen] if share < 1 else sample
+        # Arrow keeps freed buffers for reuse; give them back before the fit needs the room.
+        pa.default_memory_pool().release_unused()
         say(f"training the autoencoder on {len(sample):,} of {total:,} rows")
         detector = AutoencoderDetector(config).fit(sample)
         del sample
