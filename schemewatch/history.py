@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemewatch import features, schemes, store
+from schemewatch import features, store
 from schemewatch.schemes import DAY
 
 CHUNK_ROWS = 500_000  # rows read and featurised together: bounds the memory
@@ -28,32 +28,30 @@ LONGEST_WINDOW = getattr(features, "LONGEST_WINDOW", None) or max(
 DISORDER_SLACK = DAY
 
 
-def _period_ends(rows: pd.DataFrame) -> np.ndarray:
-    """End of each row's instalment payment window (unix s); +inf where the label is unknown."""
-    pairs = rows[["scheme", "instalment_period"]].astype(str)
-    codes, uniques = pd.factorize(pairs["scheme"] + "|" + pairs["instalment_period"])
-    ends = np.empty(len(uniques), float)
-    for index, pair in enumerate(uniques):
-        scheme, period = pair.split("|", 1)
-        try:
-            ends[index] = schemes.period_window(scheme, period)[1]
-        except (ValueError, KeyError, IndexError):
-            ends[index] = np.inf
-    return ends[codes] if len(rows) else np.zeros(0)
+def _period_keys(rows: pd.DataFrame) -> np.ndarray:
+    """A 64-bit hash of each row's (beneficiary, scheme, instalment period)."""
+    hashed = [
+        pd.util.hash_pandas_object(rows[column], index=False).to_numpy()
+        for column in ("beneficiary_id", "scheme", "instalment_period")
+    ]
+    with np.errstate(over="ignore"):
+        return hashed[0] * np.uint64(0x9E3779B97F4A7C15) ^ hashed[1] * np.uint64(31) ^ hashed[2]
 
 
 class Tail:
     """The earlier transactions later rows' features can reach, kept bounded.
 
     Every row paid on or after `horizon` (the newest payment seen, less the longest window and a
-    day of slack) stays, and so does every row of an instalment period whose payment window ends
-    on or after it. Of older rows only what the features need per key stays: each beneficiary's
-    latest payment (days since the last payment, distance from the last payout) and one payment
-    per (account, beneficiary) (distinct beneficiaries on an account, counted over all time).
-    So its size follows the population and one window of payments, not the rows stored.
+    day of slack) stays. Of older rows only what the features need per key stays: each
+    beneficiary's latest payment (days since the last payment, distance from the last payout)
+    and one payment per (account, beneficiary) (distinct beneficiaries on an account, counted
+    over all time). So its size follows the population and one window of payments, not the rows
+    stored. Of the rows dropped, only a 64-bit hash of their (beneficiary, scheme, period) is
+    kept (8 bytes a row), because the period features count every earlier payment of a period.
 
-    A row the tail cannot serve exactly (paid before `horizon` plus the window, or for a period
-    whose window ended before `horizon`) is marked `late`; its history then comes from the store.
+    A row the tail cannot serve exactly (paid before `horizon` plus the window, or of a period
+    with a dropped payment) is marked `late`; its history then comes from the store. A hash
+    collision only costs a needless read.
     """
 
     PRUNE_ROWS = 1_000_000  # prune after this many new rows (pruning scans the whole tail)
@@ -64,6 +62,7 @@ class Tail:
         self.horizon = -np.inf
         self.newest = -np.inf
         self.added = 0
+        self.dropped_periods = np.zeros(0, np.uint64)  # sorted, unique
 
     def __len__(self) -> int:
         return sum(len(part) for part in self._all())
@@ -75,7 +74,6 @@ class Tail:
         """Remember scored rows; prune once enough have been added."""
         if not len(rows):
             return
-        rows = rows.assign(period_end=_period_ends(rows))
         self.parts.append(rows)
         self.newest = max(self.newest, float(rows["paid_at"].max()))
         self.added += len(rows)
@@ -99,7 +97,7 @@ class Tail:
         frame = self.frame
         paid_at = frame["paid_at"].to_numpy()
         old = paid_at < horizon
-        keep = ~old | (frame["period_end"].to_numpy() >= horizon)
+        keep = ~old
         older = frame[old]
         time_order = np.lexsort((older["transaction_id"].to_numpy(), older["paid_at"].to_numpy()))
         older = older.iloc[time_order]
@@ -107,13 +105,21 @@ class Tail:
         first_on_account = ~older.duplicated(["account_id", "beneficiary_id"]).to_numpy()
         kept_older = older.index.to_numpy()[latest | first_on_account]
         keep[kept_older] = True
+        dropped = _period_keys(frame[~keep])
+        self.dropped_periods = np.union1d(self.dropped_periods, dropped)
         self.frame = frame[keep].reset_index(drop=True)
         self.horizon = horizon
 
     def late(self, batch: pd.DataFrame) -> np.ndarray:
         """Batch rows whose windows reach rows the tail may have dropped."""
         paid_at = batch["paid_at"].to_numpy()
-        return (paid_at < self.horizon + LONGEST_WINDOW) | (_period_ends(batch) < self.horizon)
+        late = paid_at < self.horizon + LONGEST_WINDOW
+        if len(self.dropped_periods):
+            keys = _period_keys(batch)
+            found = np.searchsorted(self.dropped_periods, keys)
+            found = np.minimum(found, len(self.dropped_periods) - 1)
+            late |= self.dropped_periods[found] == keys
+        return late
 
     def needed(self, batch: pd.DataFrame) -> pd.DataFrame | None:
         """The tail rows of the batch's beneficiaries and accounts, and its agents' recent rows.
