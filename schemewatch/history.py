@@ -21,10 +21,12 @@ from schemewatch.schemes import DAY
 # Rows read and featurised together: bounds the memory (a 3M-row backfill peaked at 3.1 GB with
 # 250,000, at 3.9 GB with 500,000, which was about a quarter faster).
 CHUNK_ROWS = 250_000
+# How far back the agent windows reach (HISTORY_NEEDS names it whatever windows features.py has).
+AGENT_REACH = features.HISTORY_NEEDS["agent"]
 # How far back any behavioural window reaches. features.py has no single constant for it yet
 # (another branch is adding multi-window features): if it gains LONGEST_WINDOW, that wins.
 LONGEST_WINDOW = getattr(features, "LONGEST_WINDOW", None) or max(
-    features.AGENT_WINDOW, *features.BENEFICIARY_WINDOWS.values()
+    AGENT_REACH, *features.BENEFICIARY_WINDOWS.values()
 )
 # Rows may arrive a little out of time order (clocks of several feeds); keep this much extra.
 DISORDER_SLACK = DAY
@@ -132,7 +134,7 @@ class Tail:
         people = _value_set(batch["beneficiary_id"])
         accounts = _value_set(batch["account_id"])
         agents = _value_set(batch["agent_id"])
-        agent_since = int(batch["paid_at"].min()) - features.AGENT_WINDOW
+        agent_since = int(batch["paid_at"].min()) - AGENT_REACH
         found = []
         for part in self._all():
             near = _isin(part["beneficiary_id"], people) | _isin(part["account_id"], accounts)
@@ -191,7 +193,7 @@ def needed_history(conn, tail: Tail, batch: pd.DataFrame, through_id: int) -> pd
             through_id=through_id,
             beneficiary_ids=rows["beneficiary_id"].unique().tolist(),
             agent_ids=rows["agent_id"].dropna().unique().tolist(),
-            agents_since=int(rows["paid_at"].min()) - features.AGENT_WINDOW,
+            agents_since=int(rows["paid_at"].min()) - AGENT_REACH,
         )
         extra = features.history_needed(batch, extra)
         parts = [part for part in (needed, extra) if part is not None and len(part)]
