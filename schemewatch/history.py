@@ -131,10 +131,20 @@ class Tail:
         A superset of what features.history_needed would pick (the tail already holds only what
         the windows need), and rows a window does not reach do not change the batch's values.
         """
-        people = _value_set(batch["beneficiary_id"])
-        accounts = _value_set(batch["account_id"])
         agents = _value_set(batch["agent_id"])
         agent_since = int(batch["paid_at"].min()) - AGENT_REACH
+        # The agents' recent payouts carry values of their own beneficiaries' histories (distance
+        # from habit uses the previous payout), so those beneficiaries' rows come along too.
+        people = batch["beneficiary_id"]
+        for part in self._all():
+            recent = part["paid_at"].to_numpy() >= agent_since
+            if recent.any():
+                payouts = part[recent]
+                people = pd.concat(
+                    [people, payouts["beneficiary_id"][_isin(payouts["agent_id"], agents)]]
+                )
+        people = _value_set(people)
+        accounts = _value_set(batch["account_id"])
         found = []
         for part in self._all():
             near = _isin(part["beneficiary_id"], people) | _isin(part["account_id"], accounts)
