@@ -66,7 +66,11 @@ def bench_backfill(db: Path, models: Path) -> None:
     )
 
 
-def bench_live(db: Path, models: Path, seconds: float, rate: int = 500) -> None:
+def bench_live(
+    db: Path, models: Path, seconds: float, rate: int = 500, ready=None
+) -> tuple[float, float]:
+    """Insert-to-score latency (p50, p95) with the simulator at `rate`; `ready(monitor)` waits
+    until the monitor is up (default: 8 s)."""
     conn = sqlite3.connect(db)
     first_new = conn.execute("SELECT MAX(transaction_id) FROM transactions").fetchone()[0] + 1
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -80,14 +84,18 @@ def bench_live(db: Path, models: Path, seconds: float, rate: int = 500) -> None:
             models,
             "--poll",
             "0.05",
-            "--quiet",
+            *(() if ready else ("--quiet",)),
         ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE if ready else subprocess.DEVNULL,
+        text=True,
     )
-    time.sleep(8)  # let the monitor load TensorFlow and catch up
+    if ready:
+        ready(monitor)
+    else:
+        time.sleep(8)  # let the monitor load TensorFlow and catch up
     feed = subprocess.Popen(
         [
             sys.executable,
@@ -108,7 +116,7 @@ def bench_live(db: Path, models: Path, seconds: float, rate: int = 500) -> None:
     )
     feed.wait(timeout=seconds + 120)
     time.sleep(3)
-    monitor.send_signal(signal.SIGINT)
+    monitor.send_signal(signal.SIGTERM)  # SIGINT is ignored when the bench runs in the background
     monitor.wait(timeout=60)
     latency = np.array(
         [
@@ -135,6 +143,7 @@ def bench_live(db: Path, models: Path, seconds: float, rate: int = 500) -> None:
         f"goal p95 <= 1 s: {'met' if p95 <= 1 else 'NOT met'}",
         flush=True,
     )
+    return float(p50), float(p95)
 
 
 def main() -> None:

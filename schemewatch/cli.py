@@ -249,6 +249,14 @@ def export(out_path, date_from, date_to, scheme, state, with_labels, force, db_p
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
+    "--sample-rows",
+    type=click.IntRange(min=100),
+    default=2_000_000,
+    show_default=True,
+    help="Most rows the autoencoder is fitted on (a seeded sample stratified by scheme and "
+    "month); the threshold and normal ranges always use every row.",
+)
+@click.option(
     "--if-needed",
     is_flag=True,
     help="Train only if there is no current model or it was trained on other features.",
@@ -256,7 +264,7 @@ def export(out_path, date_from, date_to, scheme, state, with_labels, force, db_p
 @db_option
 @model_dir_option
 @friendly_errors
-def train(alert_budget, epochs, seed, if_needed, db_path, model_dir):
+def train(alert_budget, epochs, seed, sample_rows, if_needed, db_path, model_dir):
     """Train the autoencoder on every stored transaction and save it as the current model."""
     from dataclasses import replace
 
@@ -277,12 +285,13 @@ def train(alert_budget, epochs, seed, if_needed, db_path, model_dir):
         settings.model_dir,
         alert_budget=alert_budget,
         config=config,
+        sample_rows=sample_rows,
         progress=lambda line: click.echo(line, err=True),
     )
     click.echo(
-        f"Trained model {card['version']} on {card['rows']:,} transactions in "
-        f"{card['training_seconds']} s; threshold {card['threshold']:.4f} "
-        f"({alert_budget:.1%} of training rows above it); "
+        f"Trained model {card['version']} on {card['rows_fitted']:,} of {card['rows']:,} "
+        f"transactions in {card['training_seconds']} s; threshold {card['threshold']:.4f} "
+        f"({alert_budget:.1%} of all rows above it); "
         f"final loss {card['training_loss'][-1]:.4f}."
     )
 

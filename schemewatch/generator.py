@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 
@@ -43,6 +44,14 @@ def build_payments(
     seed: int, transactions: int, anomaly_rate: float, end_date: date, days: int = 365
 ) -> tuple[World, Payments]:
     """The world and exactly `transactions` payments (honest and labelled fraud), in time order."""
+    world, plan = plan_payments(seed, transactions, anomaly_rate, end_date, days)
+    return world, Payments.concat(list(plan.chunks(max(len(plan), 1))))
+
+
+def plan_payments(
+    seed: int, transactions: int, anomaly_rate: float, end_date: date, days: int = 365
+) -> tuple[World, PaymentPlan]:
+    """The world and the plan of its payments (see PaymentPlan), without copying them all."""
     if transactions < 1:
         raise GenerationError("--transactions must be at least 1")
     if not 0 <= anomaly_rate <= 0.5:
@@ -81,7 +90,38 @@ def _honest_deaths(rng, world: World, start_day: int, end_day: int) -> None:
     world.death_day[dies] = rng.integers(start_day, end_day, dies.sum())
 
 
-def _exactly(rng, transactions: int, pool: Pool, injections) -> Payments:
+@dataclass
+class PaymentPlan:
+    """Which honest rows of the pool are kept, the injected rows, and the time order of both.
+
+    The payments are taken a chunk at a time when written, so the whole year is never copied
+    (a sorted copy of 10 million payments is about a gigabyte).
+    """
+
+    honest: Payments
+    kept: np.ndarray  # positions in `honest`
+    injected: Payments
+    order: np.ndarray  # positions in [kept honest rows..., injected rows...], by payment time
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def chunks(self, size: int):
+        """The payments in time order, `size` at a time."""
+        for start in range(0, len(self.order), size):
+            positions = self.order[start : start + size]
+            from_honest = positions < len(self.kept)
+            parts = Payments.concat(
+                [
+                    self.honest.take(self.kept[positions[from_honest]]),
+                    self.injected.take(positions[~from_honest] - len(self.kept)),
+                ]
+            )
+            where = np.concatenate([np.flatnonzero(from_honest), np.flatnonzero(~from_honest)])
+            yield parts.take(np.argsort(where))
+
+
+def _exactly(rng, transactions: int, pool: Pool, injections) -> PaymentPlan:
     """Injected rows, the honest rows they rely on, and enough other honest rows to total N."""
     consumed = np.zeros(len(pool.payments), bool)
     for injection in injections:
@@ -94,7 +134,9 @@ def _exactly(rng, transactions: int, pool: Pool, injections) -> Payments:
         raise GenerationError("anomaly rate too high for this many transactions")
     keep = required.copy()
     keep[rng.choice(optional, size=room, replace=False)] = True
-    return Payments.concat([pool.payments.take(keep), injected]).sorted_by_time()
+    kept = np.flatnonzero(keep)
+    paid_at = np.concatenate([pool.payments.paid_at[kept], injected.paid_at])
+    return PaymentPlan(pool.payments, kept, injected, np.argsort(paid_at, kind="stable"))
 
 
 def generate(
@@ -109,14 +151,14 @@ def generate(
     """Generate and store a synthetic year; refuses a database that already holds payments."""
     started = time.perf_counter()
     check_empty(conn)
-    world, payments = build_payments(seed, transactions, anomaly_rate, end_date)
+    world, plan = plan_payments(seed, transactions, anomaly_rate, end_date)
     with store.write_transaction(conn), store.bulk_load(conn):
         write_world(conn, world, end_day=day_number(end_date))
-        write_payments(conn, world, payments, first_id=1, progress=progress)
+        write_payments(conn, world, plan, first_id=1, progress=progress)
         store.set_metadata(conn, "generator_seed", str(seed))
         store.set_metadata(conn, "generator_end_date", end_date.isoformat())
     return GenerationSummary(
-        transactions=len(payments),
+        transactions=len(plan),
         beneficiaries=world.size,
         payout_agents=len(world.agent_ids),
         anomalies=store.typology_counts(conn),
@@ -237,12 +279,37 @@ def payment_rows(world: World, payments: Payments, first_id: int) -> tuple[list,
     return list(zip(*columns, strict=True)), truth
 
 
-def write_payments(conn, world: World, payments: Payments, first_id: int, progress=None) -> None:
-    """Store payments and their labels, in chunks (inside the caller's write transaction)."""
-    for start in range(0, len(payments), WRITE_CHUNK):
-        chunk = payments.take(slice(start, start + WRITE_CHUNK))
-        rows, truth = payment_rows(world, chunk, first_id + start)
-        store.insert_transactions(conn, rows)
-        store.insert_ground_truth(conn, truth)
-        if progress is not None:
-            progress(len(chunk))
+def write_payments(conn, world: World, payments, first_id: int, progress=None) -> None:
+    """Store payments (a Payments batch or a PaymentPlan) and their labels, in chunks, inside
+    the caller's write transaction.
+
+    A helper thread builds the next chunk's rows while SQLite stores this one (SQLite lets go
+    of the interpreter while it works).
+    """
+    if isinstance(payments, Payments):
+        chunks = (
+            payments.take(slice(s, s + WRITE_CHUNK)) for s in range(0, len(payments), WRITE_CHUNK)
+        )
+    else:
+        chunks = payments.chunks(WRITE_CHUNK)
+
+    def build(chunk, start):
+        return len(chunk), *payment_rows(world, chunk, start)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rows") as helper:
+        pending, start = None, first_id
+        for chunk in chunks:
+            following = helper.submit(build, chunk, start)
+            start += len(chunk)
+            if pending is not None:
+                _store_rows(conn, *pending.result(), progress)
+            pending = following
+        if pending is not None:
+            _store_rows(conn, *pending.result(), progress)
+
+
+def _store_rows(conn, count: int, rows: list, truth: list, progress) -> None:
+    store.insert_transactions(conn, rows)
+    store.insert_ground_truth(conn, truth)
+    if progress is not None:
+        progress(count)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -20,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from schemewatch import features, store
+from schemewatch import features, history, schemes, store
 from schemewatch.detector import AutoencoderConfig, AutoencoderDetector
 from schemewatch.errors import ModelError
 
@@ -30,6 +32,10 @@ CARD_FILE = "model_card.json"
 DEFAULT_ALERT_BUDGET = 0.01
 MIN_ROWS_FOR_RANGES = 1_000  # a scheme's own 1st-99th percentile range needs this many rows
 CARD_VERSION = 1
+# The detector is fitted on at most this many rows (a seeded sample, stratified by scheme and
+# month); normal ranges and the threshold still come from every row.
+TRAINING_SAMPLE_ROWS = 2_000_000
+SAMPLE_MARGIN = 1.1  # candidates kept while streaming, relative to the sample share
 
 
 @dataclass
@@ -62,9 +68,14 @@ def load_registry(conn, beneficiary_ids=None) -> features.Registry:
 
 
 def feature_matrix(db_path: Path, conn) -> tuple[pd.DataFrame, np.ndarray]:
-    """Every stored transaction and its features (batch mode)."""
-    transactions = store.transactions_for_scoring(db_path, 0)
-    return transactions, features.compute_features(transactions, load_registry(conn))
+    """Every stored transaction and its features (computed in chunks: the same values)."""
+    registry = load_registry(conn)
+    chunks = list(history.feature_chunks(db_path, conn, registry))
+    if not chunks:
+        empty = store.transactions_for_scoring(db_path, 0)
+        return empty, features.compute_features(empty, registry)
+    transactions = pd.concat([rows for rows, _ in chunks], ignore_index=True)
+    return transactions, np.concatenate([matrix for _, matrix in chunks])
 
 
 def with_column_roles(config: AutoencoderConfig) -> AutoencoderConfig:
@@ -75,11 +86,6 @@ def with_column_roles(config: AutoencoderConfig) -> AutoencoderConfig:
         context_columns=tuple(names.index(n) for n in features.CONTEXT_FEATURES),
         segment_columns=tuple(names.index(n) for n in features.SEGMENT_FEATURES),
     )
-
-
-def _rows_by_scheme(transactions: pd.DataFrame) -> dict[str, np.ndarray]:
-    scheme = transactions["scheme"].to_numpy()
-    return {name: scheme == name for name in pd.unique(scheme)}
 
 
 def calibrate_threshold(scores: np.ndarray, alert_budget: float) -> float:
@@ -98,37 +104,161 @@ def normal_ranges(matrix: np.ndarray) -> dict[str, list[float]]:
     }
 
 
+def sample_keys(transaction_ids: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per transaction, fixed by its id and the seed (splitmix64).
+
+    The sample then does not depend on how the rows were chunked.
+    """
+    with np.errstate(over="ignore"):
+        x = transaction_ids.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def scheme_codes(rows: pd.DataFrame) -> np.ndarray:
+    """Each row's scheme as its index in schemes.SCHEME_CODES (-1 if unknown)."""
+    return pd.Categorical(rows["scheme"], categories=schemes.SCHEME_CODES).codes.astype(np.int8)
+
+
+def strata(rows: pd.DataFrame) -> np.ndarray:
+    """Each row's (scheme, IST month) as one integer: the strata of the training sample."""
+    days = (rows["paid_at"].to_numpy(np.int64) + schemes.IST_OFFSET_SECONDS) // schemes.DAY
+    months = days.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+    return (scheme_codes(rows).astype(np.int64) + 1) * 1_000_000 + months
+
+
+class _Spill:
+    """Feature chunks written to a temporary file (column-major), read back chunk or column."""
+
+    def __init__(self, folder: Path):
+        self.file = tempfile.TemporaryFile(dir=folder, prefix="features-")
+        self.sizes: list[int] = []
+        self.width = len(features.FEATURE_NAMES)
+
+    def append(self, matrix: np.ndarray) -> None:
+        self.file.write(np.asarray(matrix, np.float32).tobytes(order="F"))
+        self.sizes.append(len(matrix))
+
+    def _start(self, index: int) -> int:
+        return sum(self.sizes[:index]) * self.width * 4
+
+    def chunks(self):
+        """Each chunk's matrix, in order."""
+        for index, size in enumerate(self.sizes):
+            self.file.seek(self._start(index))
+            flat = np.fromfile(self.file, np.float32, size * self.width)
+            yield flat.reshape((size, self.width), order="F")
+
+    def column(self, column: int) -> np.ndarray:
+        """One feature over all rows."""
+        parts = []
+        for index, size in enumerate(self.sizes):
+            self.file.seek(self._start(index) + column * size * 4)
+            parts.append(np.fromfile(self.file, np.float32, size))
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _stratified_sample(candidates: dict, counts: dict, share: float) -> np.ndarray:
+    """Per stratum, the round(count x share) candidates with the smallest keys (positions)."""
+    keys, stratum = candidates["key"], candidates["stratum"]
+    order = np.lexsort((keys, stratum))
+    chosen = []
+    names, first = np.unique(stratum[order], return_index=True)
+    bounds = [*first.tolist(), len(order)]
+    for index, name in enumerate(names.tolist()):
+        quota = round(counts[name] * share)
+        chosen.append(order[bounds[index] : bounds[index + 1]][:quota])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+
+
 def train(
     db_path: Path,
     model_dir: Path,
     *,
     alert_budget: float = DEFAULT_ALERT_BUDGET,
     config: AutoencoderConfig | None = None,
+    sample_rows: int = TRAINING_SAMPLE_ROWS,
     progress=None,
 ) -> dict:
-    """Train on every stored transaction, calibrate the threshold, save; returns the model card."""
+    """Train on a bounded sample of the stored transactions, calibrate on all; save; the card.
+
+    One streaming pass computes features chunk by chunk (the monitor's chunked path), keeps the
+    candidates of a seeded sample stratified by scheme and IST month (at most `sample_rows`,
+    each stratum in proportion to its rows) and spills every chunk's features to a temporary
+    file. The detector is fitted on the sample; then every row is scored from the spill for
+    the threshold, and each feature's normal range (exact 1st-99th percentiles, over all rows
+    and per scheme) is computed one column at a time.
+    """
     started = time.perf_counter()
     say = progress or (lambda message: None)
-    conn = store.open_database(db_path)
-    say("reading transactions and computing features")
-    transactions, matrix = feature_matrix(db_path, conn)
-    conn.close()
-    if len(transactions) < 100:
-        raise ModelError(
-            f"only {len(transactions)} transactions stored; need at least 100 to train"
-        )
     config = with_column_roles(config or AutoencoderConfig())
-    say(f"training the autoencoder on {len(matrix):,} rows x {matrix.shape[1]} features")
-    detector = AutoencoderDetector(config).fit(matrix)
-    scores = detector.score(matrix)
-    threshold = calibrate_threshold(scores, alert_budget)
+    conn = store.open_database(db_path)
+    total = store.count_rows(conn, store.TRANSACTIONS)
+    if total < 100:
+        conn.close()
+        raise ModelError(f"only {total} transactions stored; need at least 100 to train")
+    share = min(1.0, sample_rows / total)
+    say(f"computing features of {total:,} transactions in chunks")
+    Path(model_dir).mkdir(parents=True, exist_ok=True)
+    spill = _Spill(Path(model_dir))
+    try:
+        registry = load_registry(conn)
+        picked, keys, strata_seen, scheme_parts = [], [], [], []
+        counts: dict[int, int] = {}
+        last_id = 0
+        for rows, matrix in history.feature_chunks(db_path, conn, registry):
+            spill.append(matrix)
+            stratum = strata(rows)
+            names, sizes = np.unique(stratum, return_counts=True)
+            for name, size in zip(names.tolist(), sizes.tolist(), strict=True):
+                counts[name] = counts.get(name, 0) + size
+            key = sample_keys(rows["transaction_id"].to_numpy(), config.seed)
+            candidate = key < min(1.0, share * SAMPLE_MARGIN) if share < 1 else slice(None)
+            picked.append(np.ascontiguousarray(matrix[candidate]))
+            keys.append(key[candidate])
+            strata_seen.append(stratum[candidate])
+            scheme_parts.append(scheme_codes(rows))
+            last_id = int(rows["transaction_id"].max())
+        conn.close()
+        del registry
+        candidates = {"key": np.concatenate(keys), "stratum": np.concatenate(strata_seen)}
+        del keys, strata_seen
+        chosen = _stratified_sample(candidates, counts, share)
+        sample = np.concatenate(picked)
+        del picked, candidates
+        sample = sample[chosen] if share < 1 else sample
+        # Arrow keeps freed buffers for reuse; give them back before the fit needs the room.
+        pa.default_memory_pool().release_unused()
+        say(f"training the autoencoder on {len(sample):,} of {total:,} rows")
+        detector = AutoencoderDetector(config).fit(sample)
+        del sample
+        say("scoring every row for the threshold")
+        scores = np.concatenate([detector.score(m).astype(np.float32) for m in spill.chunks()])
+        threshold = calibrate_threshold(scores, alert_budget)
+        say("normal ranges over every row")
+        scheme = np.concatenate(scheme_parts)
+        ranges, by_scheme = _streamed_ranges(spill, scheme)
+    finally:
+        spill.close()
     version = f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     card = {
         "card_version": CARD_VERSION,
         "version": version,
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "rows": int(len(matrix)),
-        "last_transaction_id": int(transactions["transaction_id"].max()),
+        "rows": int(total),
+        "rows_fitted": int(len(chosen)),
+        "sample": (
+            "every row"
+            if share >= 1
+            else f"seeded sample of {share:.2%} of each "
+            "(scheme, IST month), by a hash of the transaction id and the seed"
+        ),
+        "last_transaction_id": last_id,
         "features": list(features.FEATURE_NAMES),
         "scaling": {
             "center": detector.center.tolist(),
@@ -141,17 +271,31 @@ def train(
         "alert_budget": alert_budget,
         "training_loss": detector.loss_history,
         "config": {**config.__dict__, "hidden": list(config.hidden)},
-        "normal_ranges": normal_ranges(matrix),
-        "normal_ranges_by_scheme": {
-            scheme: normal_ranges(matrix[rows])
-            for scheme, rows in _rows_by_scheme(transactions).items()
-            if rows.sum() >= MIN_ROWS_FOR_RANGES
-        },
+        "normal_ranges": ranges,
+        "normal_ranges_by_scheme": by_scheme,
         "training_seconds": round(time.perf_counter() - started, 1),
     }
     save(model_dir, detector, card)
     say(f"saved model {version} (threshold {threshold:.4f}) in {model_dir}")
     return card
+
+
+def _streamed_ranges(spill: _Spill, scheme: np.ndarray) -> tuple[dict, dict]:
+    """Exact 1st and 99th percentiles per feature, over all rows and per scheme, a column at a
+    time (one feature of 10 million rows is 40 MB)."""
+    rows_by_scheme = {
+        schemes.SCHEME_CODES[code]: scheme == code
+        for code in range(len(schemes.SCHEME_CODES))
+        if (scheme == code).sum() >= MIN_ROWS_FOR_RANGES
+    }
+    ranges: dict[str, list[float]] = {}
+    by_scheme: dict[str, dict[str, list[float]]] = {name: {} for name in rows_by_scheme}
+    for index, name in enumerate(features.FEATURE_NAMES):
+        column = spill.column(index)
+        ranges[name] = [float(v) for v in np.percentile(column, [1, 99])]
+        for scheme_name, rows in rows_by_scheme.items():
+            by_scheme[scheme_name][name] = [float(v) for v in np.percentile(column[rows], [1, 99])]
+    return ranges, by_scheme
 
 
 def save(model_dir: Path, detector: AutoencoderDetector, card: dict) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from schemewatch import explanations, features, modeling, store
+from schemewatch import explanations, features, history, modeling, store
 from schemewatch.rules import EnabledRules
 from schemewatch.schemes import DAY, IST_OFFSET_SECONDS
 
@@ -37,122 +37,92 @@ class TickResult:
     pending: int
 
 
-class _IndexedPart:
-    """A block of earlier transactions with row positions per beneficiary, account and agent."""
-
-    KEYS = ("beneficiary_id", "account_id", "agent_id")
-
-    def __init__(self, frame: pd.DataFrame):
-        self.frame = frame.reset_index(drop=True)
-        self._positions: dict | None = None
-
-    @property
-    def positions(self) -> dict:
-        """Built on first use: a backfill that ends right after does not pay for it."""
-        if self._positions is None:
-            self._positions = {
-                key: self.frame.groupby(key, sort=False).indices for key in self.KEYS
-            }
-        return self._positions
-
-    def needed(self, batch: pd.DataFrame) -> pd.DataFrame:
-        found = []
-        for key in self.KEYS:
-            lookup = self.positions[key]
-            found.extend(lookup[v] for v in batch[key].dropna().unique() if v in lookup)
-        if not found:
-            return self.frame.iloc[:0]
-        candidates = self.frame.iloc[np.unique(np.concatenate(found))]
-        return features.history_needed(batch, candidates)
-
-
-class _History:
-    """Earlier transactions the feature windows may reach: indexed blocks plus recent batches."""
-
-    RECENT_ROWS = 100_000
-
-    def __init__(self, frame: pd.DataFrame):
-        self.blocks = [_IndexedPart(frame)] if len(frame) else []
-        self.recent: list[pd.DataFrame] = []
-
-    def add(self, batch: pd.DataFrame) -> None:
-        self.recent.append(batch)
-        if sum(len(part) for part in self.recent) >= self.RECENT_ROWS:
-            self.blocks.append(_IndexedPart(pd.concat(self.recent, ignore_index=True)))
-            self.recent = []
-        elif len(self.recent) > 8:
-            self.recent = [pd.concat(self.recent, ignore_index=True)]
-
-    def needed(self, batch: pd.DataFrame) -> pd.DataFrame | None:
-        parts = [block.needed(batch) for block in self.blocks]
-        parts += [features.history_needed(batch, part) for part in self.recent]
-        parts = [part for part in parts if len(part)]
-        return pd.concat(parts, ignore_index=True) if parts else None
-
-
 class Monitor:
-    """Holds the loaded model and the history its behavioural features need."""
+    """Holds the loaded model and the bounded history its behavioural features need."""
 
-    def __init__(self, db_path: Path, model_dir: Path, *, batch_size: int = BACKFILL_BATCH):
+    def __init__(
+        self,
+        db_path: Path,
+        model_dir: Path,
+        *,
+        batch_size: int = BACKFILL_BATCH,
+        chunk_size: int = history.CHUNK_ROWS,
+    ):
         self.db_path = Path(db_path)
         self.model_dir = Path(model_dir)
         self.batch_size = batch_size
+        self.chunk_size = chunk_size
         self.conn = store.open_database(self.db_path)
         self.rules = EnabledRules(self.db_path)  # auditors' rules, run on every scored chunk
         self.model: modeling.LoadedModel | None = None
-        self.history = _History(pd.DataFrame())
-        self.history_through = -1
+        self.tail = history.Tail()
+        self.tail_through = -1
 
     def _ensure_model(self) -> modeling.LoadedModel:
         version = modeling.current_version(self.model_dir)
         if self.model is None or self.model.version != version:
             self.model = modeling.load_model(self.model_dir, version)
-            self.history_through = -1  # rebuild history for the new version's cursor
+            self.tail_through = -1  # rebuild history for the new version's cursor
         return self.model
 
     def _prepare_history(self, cursor: int) -> None:
-        """Load the rows already scored, once per model version (kept in memory after that)."""
-        if self.history_through != cursor:
-            self.history = _History(store.transactions_for_scoring(self.db_path, 0, cursor))
-            self.history_through = cursor
+        """Stream the rows already scored into the tail, chunk by chunk (once per model version)."""
+        if self.tail_through != cursor:
+            self.tail = history.Tail()
+            for rows in history.read_chunks(self.db_path, 0, cursor, self.chunk_size):
+                self.tail.add(rows)
+            self.tail_through = cursor
 
-    def _needed_history(self, batch: pd.DataFrame, cursor: int) -> pd.DataFrame | None:
-        """Earlier rows the batch's feature windows reach."""
-        self._prepare_history(cursor)
-        return self.history.needed(batch)
-
-    def _remember(self, batch: pd.DataFrame) -> None:
-        self.history.add(batch)
-        self.history_through = int(batch["transaction_id"].max())
+    def _needed_history(self, batch: pd.DataFrame) -> pd.DataFrame | None:
+        """Earlier rows the batch's feature windows reach: from the tail, else from the store."""
+        return history.needed_history(self.conn, self.tail, batch, self.tail_through)
 
     def tick(self) -> TickResult:
-        """Score the next batch of pending transactions (if any)."""
+        """Score the next pending transactions (at most batch_size), chunk by chunk."""
         model = self._ensure_model()
         self.rules.refresh(self.conn)
         cursor = store.scored_through(self.conn, model.version)
         last = store.last_transaction_id(self.conn)
+        self._prepare_history(cursor)  # also: be ready before the first new row arrives
         if last <= cursor:
-            self._prepare_history(cursor)  # be ready before the first new row arrives
             return TickResult(0, 0, model.version, 0)
         through = min(last, cursor + self.batch_size)
-        reading = store.start_transactions_read(self.db_path, cursor, through)
-        if through - cursor > FULL_REGISTRY_ROWS:
+        chunks = history.read_chunks(self.db_path, cursor, through, self.chunk_size)
+        registry = None
+        if min(through - cursor, self.chunk_size) > FULL_REGISTRY_ROWS:
             registry = modeling.load_registry(self.conn)  # meanwhile the read runs in a child
-            batch = reading()
-            needed = self._needed_history(batch, cursor)
-        else:
-            batch = reading()
-            needed = self._needed_history(batch, cursor)
-            people = set(batch["beneficiary_id"].tolist())
-            if needed is not None:
-                people.update(needed["beneficiary_id"].tolist())
-            registry = modeling.load_registry(self.conn, sorted(people))
-        matrix = features.compute_features(batch, registry, needed)
-        alerts = self._score_and_write(batch, matrix, model)
-        self._remember(batch)
-        return TickResult(len(batch), alerts, model.version, last - self.history_through)
+        scored = alerts = 0
+        # One chunk is scored and written on the writing thread (with its own connection: a
+        # connection stays in its thread) while the next chunk's features are computed here.
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writing")
+        connection = writer.submit(store.connect, self.db_path).result()
+        writing = None
+        try:
+            for batch in chunks:
+                needed = self._needed_history(batch)
+                matrix = features.compute_features(
+                    batch, registry or self._registry_for(batch, needed), needed
+                )
+                if writing is not None:
+                    alerts += writing.result()
+                writing = writer.submit(self._score_and_write, batch, matrix, model, connection)
+                scored += len(batch)
+                self.tail.add(batch)
+                self.tail_through = int(batch["transaction_id"].max())
+            if writing is not None:
+                alerts += writing.result()
+        finally:
+            writer.submit(connection.close).result()
+            writer.shutdown(wait=True, cancel_futures=True)
+        return TickResult(scored, alerts, model.version, last - through)
 
-    def _score_and_write(self, batch: pd.DataFrame, matrix: np.ndarray, model) -> int:
+    def _registry_for(self, batch: pd.DataFrame, needed: pd.DataFrame | None):
+        people = set(batch["beneficiary_id"].tolist())
+        if needed is not None:
+            people.update(needed["beneficiary_id"].tolist())
+        return modeling.load_registry(self.conn, sorted(people))
+
+    def _score_and_write(self, batch: pd.DataFrame, matrix: np.ndarray, model, conn) -> int:
         """Score, explain and store the batch chunk by chunk, each chunk in its own commit.
 
         A helper thread scores and explains the next chunk while this one is being written
@@ -187,7 +157,7 @@ class Monitor:
                     strict=True,
                 )
                 summary = daily.counts(part, is_alert, model.version)
-                store.record_scores(self.conn, rows, summary, hits)
+                store.record_scores(conn, rows, summary, hits)
                 alerts += int(is_alert.sum())
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -273,10 +243,14 @@ def run(
     monitor = Monitor(db_path, model_dir, batch_size=batch_size)
     scored_total = 0
     previous = signal.signal(signal.SIGTERM, _stop)
+    watching = False
     try:
         while True:
             result = monitor.tick()
             scored_total += result.scored
+            if not once and not watching and result.pending == 0 and report:
+                report("up to date; watching for new transactions")
+                watching = True
             if result.scored and report:
                 report(
                     f"scored {result.scored:,} transactions with model {result.model_version}: "

@@ -9,6 +9,7 @@ their death.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import date, timedelta
 
 import numpy as np
@@ -69,7 +70,19 @@ def normal_payments(
             keep = (day >= start_day - 7) & (day < end_day)
             paid = settle(rng, world, enrolment[keep], day[keep], period[keep], amount[keep])
             parts.append(paid.take(_inside(paid.paid_at, start_day, end_day)))
-    return Payments.concat(parts).sorted_by_time() if parts else Payments.empty()
+    return _concat_in_time_order(parts) if parts else Payments.empty()
+
+
+def _concat_in_time_order(parts: list[Payments]) -> Payments:
+    """Payments.concat(parts).sorted_by_time(), one field at a time, freeing the parts as it goes
+    (the year's payments are held about once instead of three times)."""
+    order = np.argsort(np.concatenate([p.paid_at for p in parts]), kind="stable")
+    columns = {}
+    for field in fields(Payments):
+        columns[field.name] = np.concatenate([getattr(p, field.name) for p in parts])[order]
+        for part in parts:
+            setattr(part, field.name, None)
+    return Payments(**columns)
 
 
 def _inside(paid_at: np.ndarray, start_day: int, end_day: int) -> np.ndarray:

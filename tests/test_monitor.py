@@ -8,10 +8,12 @@ import sqlite3
 import subprocess
 import time
 
+import numpy as np
+import pandas as pd
 import pytest
 from conftest import PYTHON, ROOT
 
-from schemewatch import modeling
+from schemewatch import history, modeling, store
 from schemewatch.detector import AutoencoderConfig
 from schemewatch.errors import ModelError
 from schemewatch.monitor import Monitor
@@ -76,6 +78,22 @@ def test_model_card_records_what_the_issue_asks(trained):
     ):
         assert key in card
     assert card["rows"] == 6_000 and len(card["training_loss"]) == FAST.epochs
+
+
+def test_training_fits_a_stratified_sample_and_calibrates_on_every_row(generated_db, tmp_path):
+    card = modeling.train(generated_db, tmp_path / "models", config=FAST, sample_rows=1_500)
+    assert card["rows"] == 6_000 and abs(card["rows_fitted"] - 1_500) <= 40
+    model = modeling.load_model(tmp_path / "models")
+    conn = store.open_database(generated_db)
+    transactions, matrix = modeling.feature_matrix(generated_db, conn)
+    conn.close()
+    scores = model.detector.score(matrix)
+    assert (scores > card["threshold"]).mean() == pytest.approx(0.01, abs=0.002)
+    low, high = np.percentile(matrix[:, 0], [1, 99])
+    assert card["normal_ranges"]["log_amount"] == pytest.approx([low, high], rel=1e-6)
+    keys = modeling.sample_keys(transactions["transaction_id"].to_numpy(), seed=1)
+    assert np.array_equal(keys, modeling.sample_keys(np.arange(1, 6_001), seed=1))
+    assert 0 <= keys.min() and keys.max() < 1
 
 
 def test_threshold_leaves_the_alert_budget_above_it(scored_copy):
@@ -168,6 +186,49 @@ def test_incremental_monitor_scores_like_a_backfill(scored_copy, tmp_path):
         a[0] == b[0] and a[1] == pytest.approx(b[1], rel=1e-4)
         for a, b in zip(one, many, strict=True)
     )
+
+
+def _all_scores(db):
+    query = "SELECT transaction_id, score, is_alert, reasons FROM scores ORDER BY transaction_id"
+    return sqlite3.connect(db).execute(query).fetchall()
+
+
+def test_chunked_backfill_scores_like_the_whole_table(scored_copy, tmp_path, monkeypatch):
+    """Chunks of 7 and 400 rows, with the history tail pruned often, give the same scores."""
+    db, models = scored_copy
+    whole = tmp_path / "whole.db"
+    shutil.copy(db, whole)
+    Monitor(whole, models, chunk_size=1_000_000).tick()
+    monkeypatch.setattr(history.Tail, "PRUNE_ROWS", 50)
+    expected = _all_scores(whole)
+    for chunk_size in (7, 400):
+        copy = tmp_path / f"chunks-{chunk_size}.db"
+        shutil.copy(db, copy)
+        chunked = Monitor(copy, models, chunk_size=chunk_size)
+        chunked.tick()
+        assert chunked.tail.horizon > 0  # the tail was pruned on the way
+        got = _all_scores(copy)
+        assert len(got) == len(expected) == 6_000
+        assert [g[0] for g in got] == [e[0] for e in expected]
+        assert [g[2] for g in got] == [e[2] for e in expected]
+        assert [g[1] for g in got] == pytest.approx([e[1] for e in expected], rel=1e-5)
+
+
+def test_live_history_stays_bounded(scored_copy, monkeypatch):
+    """Rows older than the longest window leave the live monitor's memory."""
+    db, models = scored_copy
+    monkeypatch.setattr(history.Tail, "PRUNE_ROWS", 100)
+    live = Monitor(db, models, batch_size=500)
+    while live.tick().scored:
+        pass
+    tail = live.tail
+    tail.prune()
+    kept = pd.concat(tail._all())
+    assert len(kept) < 6_000
+    older = kept[kept["paid_at"] < tail.horizon]
+    # Before the horizon: only each beneficiary's latest payment and one per account they use.
+    assert len(older) <= 2 * older["beneficiary_id"].nunique()
+    assert len(tail.dropped_periods) > 0
 
 
 @pytest.mark.slow

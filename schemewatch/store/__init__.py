@@ -152,6 +152,7 @@ from schemewatch.store.scoring import (  # noqa: F401
     SCORE_COLUMNS,
     SUBPROCESS_READ_ROWS,
     add_to_summary,
+    earlier_transactions,
     entitlements,
     ground_truth_frame,
     insert_scores,

@@ -566,6 +566,8 @@ def connect(
         conn.execute("PRAGMA cache_size=-262144")
         # Fewer, larger checkpoints: bulk writes (backfill, generator) spend less time in fsync.
         conn.execute("PRAGMA wal_autocheckpoint=16384")
+        # Index builds (bulk loads) may sort on a second core.
+        conn.execute("PRAGMA threads=2")
     except sqlite3.DatabaseError as exc:
         raise DatabaseError(f"cannot open database {path}: {exc}") from exc
     conn.row_factory = sqlite3.Row

@@ -94,12 +94,19 @@ def transactions_for_scoring(path: Path | str, after_id: int, through_id: int | 
     return start_transactions_read(path, after_id, through_id)()
 
 
+# ADBC infers a column's type from its first rows: a chunk that starts with many payments without
+# an agent (bank credits settle in batches) read agent_id as integers and failed on the first id.
+# These columns are read as '' for NULL and turned back into missing values.
+_NULLABLE_TEXT = ("account_id", "agent_id")
+
+
 def start_transactions_read(path: Path | str, after_id: int, through_id: int | None = None):
     """Begin reading transactions for scoring; call the result to get the DataFrame."""
     upper = "" if through_id is None else " AND transaction_id <= ?"
     params = (after_id,) if through_id is None else (after_id, through_id)
+    columns = [f"COALESCE({c}, '') AS {c}" if c in _NULLABLE_TEXT else c for c in SCORING_COLUMNS]
     sql = (
-        f"SELECT {', '.join(SCORING_COLUMNS)}, state FROM {TRANSACTIONS} "
+        f"SELECT {', '.join(columns)}, state FROM {TRANSACTIONS} "
         f"WHERE transaction_id > ?{upper} ORDER BY transaction_id"
     )
     expected = (through_id if through_id is not None else 10**12) - after_id
@@ -111,9 +118,44 @@ def start_transactions_read(path: Path | str, after_id: int, through_id: int | N
             conn.close()
         expected = min(expected, last - after_id)
     if expected >= SUBPROCESS_READ_ROWS:
-        return start_read_in_subprocess(path, sql, params)
-    frame = read_frame(path, sql, params)
+        reading = start_read_in_subprocess(path, sql, params)
+        return lambda: _with_missing_values(reading())
+    frame = _with_missing_values(read_frame(path, sql, params))
     return lambda: frame
+
+
+def _with_missing_values(frame):
+    for column in _NULLABLE_TEXT:
+        values = frame[column]
+        frame[column] = values.mask(values == "")
+    return frame
+
+
+def earlier_transactions(
+    conn: sqlite3.Connection,
+    *,
+    through_id: int,
+    beneficiary_ids: list,
+    agent_ids: list,
+    agents_since: int,
+):
+    """Transactions up to through_id of some beneficiaries (all their payments) and of some
+    payout agents (paid since agents_since), for rows whose history a bounded tail lacks."""
+    import pandas as pd
+
+    columns = f"{', '.join(SCORING_COLUMNS)}, state"
+    by_beneficiary = (
+        f"SELECT {columns} FROM {TRANSACTIONS} INDEXED BY idx_transactions_beneficiary_paid_at "
+        "WHERE transaction_id <= ? AND beneficiary_id IN ({marks})"
+    )
+    by_agent = (
+        f"SELECT {columns} FROM {TRANSACTIONS} INDEXED BY idx_transactions_agent_paid_at "
+        "WHERE transaction_id <= ? AND paid_at >= ? AND agent_id IN ({marks})"
+    )
+    rows = _by_ids(conn, by_beneficiary, beneficiary_ids, (through_id,))
+    rows += _by_ids(conn, by_agent, agent_ids, (through_id, agents_since))
+    frame = pd.DataFrame.from_records(rows, columns=[*SCORING_COLUMNS, "state"])
+    return frame.drop_duplicates("transaction_id").sort_values("transaction_id")
 
 
 def ground_truth_frame(path: Path | str):
@@ -159,13 +201,13 @@ def entitlements(conn: sqlite3.Connection, beneficiary_ids=None) -> list[tuple]:
     return _by_ids(conn, sql + " WHERE beneficiary_id IN ({marks})", beneficiary_ids)
 
 
-def _by_ids(conn: sqlite3.Connection, template: str, ids) -> list[tuple]:
+def _by_ids(conn: sqlite3.Connection, template: str, ids, leading: tuple = ()) -> list[tuple]:
     ids = list(dict.fromkeys(ids))
     rows: list[tuple] = []
     for start in range(0, len(ids), 900):
         chunk = ids[start : start + 900]
         sql = template.format(marks=", ".join("?" for _ in chunk))
-        rows.extend(tuple(r) for r in conn.execute(sql, chunk))
+        rows.extend(tuple(r) for r in conn.execute(sql, (*leading, *chunk)))
     return rows
 
 
