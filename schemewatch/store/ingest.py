@@ -122,19 +122,9 @@ def existing_external_ids(conn: sqlite3.Connection, ids: Iterable[str]) -> set[s
     return _existing(conn, TRANSACTIONS, "external_id", ids)
 
 
-# The fields that identify a payment when an extract is imported again (in this order).
-PAYMENT_IDENTITY_COLUMNS = (
-    "beneficiary_id",
-    "scheme",
-    "instalment_period",
-    "amount",
-    "paid_at",
-    "latitude",
-    "longitude",
-    "account_id",
-    "agent_id",
-    "channel",
-)
+# The fields that identify a payment when an extract is imported again (in this order): every
+# ingested field but the ids, the home place and the ingest time.
+PAYMENT_IDENTITY_COLUMNS = TRANSACTION_COLUMNS[2:12]
 
 
 def stored_payments_by_external_id(
