@@ -111,6 +111,14 @@ def table(seed: int, results: list[dict]) -> list[str]:
             f"{f['pr_auc'] - base['pr_auc']:>+8.3f} {f['recall_at_budget']['0.01']:>7.3f} "
             f"{weak:>8.3f} {weak - base_weak:>+9.3f}"
         )
+    names = sorted(base["per_typology"])
+    lines.append("recall at 1% per typology (rows in the test months):")
+    lines.append(f"{'K':>5} " + " ".join(f"{n[:10]:>10}" for n in names))
+    lines.append(f"{'':>5} " + " ".join(f"{base['per_typology'][n]['count']:>10}" for n in names))
+    for row in results:
+        typologies = row["figures"]["per_typology"]
+        cells = " ".join(f"{typologies[n]['recall_at_1pct']:>10.3f}" for n in names)
+        lines.append(f"{row['k']:>5} {cells}")
     return lines
 
 

@@ -255,7 +255,7 @@ def train(
         feedback, feedback_card = learn_from_dispositions(
             db_path, np.concatenate(id_parts), scores, spill, threshold, config.seed
         )
-        say(f"re-ranker: {feedback_card.get('reason') or 'fitted'}")
+        say(reranker.describe(feedback_card))
         say("normal ranges over every row")
         scheme = np.concatenate(scheme_parts)
         ranges, by_scheme = _streamed_ranges(spill, scheme)

@@ -218,6 +218,16 @@ def fit_from_dispositions(
     return reranker, card
 
 
+def describe(card: dict) -> str:
+    """One line on what the re-ranker learnt from, or why it was not fitted."""
+    if not card.get("fitted"):
+        return f"no re-ranker: {card['reason']}"
+    return (
+        f"re-ranker fitted on {card['confirmed_fraud']} confirmed fraud and "
+        f"{card['false_positive']} false positive dispositions"
+    )
+
+
 def top_moves(ae_scores: np.ndarray, combined: np.ndarray, share: float = TOP_SHARE) -> dict:
     """How many of the top `share` alerts by the autoencoder left, and how many came in."""
     count = max(1, int(round(len(ae_scores) * share)))

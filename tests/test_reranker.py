@@ -147,3 +147,8 @@ def test_training_after_dispositions_saves_a_reranker_and_its_model_card(
     loaded = modeling.load_model(models)
     assert loaded.reranker is not None
     assert (models / card["version"] / reranker.RERANKER_FILE).exists()
+
+
+def test_training_says_in_one_line_why_there_is_no_reranker():
+    card = {"fitted": False, "reason": "12 dispositions; at least 50 are needed"}
+    assert reranker.describe(card) == "no re-ranker: 12 dispositions; at least 50 are needed"
