@@ -11,7 +11,7 @@ PORT ?= 8501
 DEMO_TRANSACTIONS ?= 200000
 DEMO_RATE ?= 20
 
-.PHONY: demo test test-fast lint format bench bench-quality clean-venv
+.PHONY: demo test test-fast lint format bench bench-quality bench-feedback clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(BIN)/python bench/bench_quality.py --seeds 1 2 3 4 5 --transactions 300000
+
+bench-feedback: $(STAMP)
+	$(BIN)/python bench/bench_feedback.py --seed 1
+	$(BIN)/python bench/bench_feedback.py --seed 2
 
 clean-venv:
 	rm -rf $(VENV)

@@ -5,6 +5,7 @@ Layout of the model directory:
     modeling/<version>/autoencoder.keras
     modeling/<version>/scaling.json
     modeling/<version>/model_card.json
+    modeling/<version>/reranker.joblib   (only once auditors' dispositions allow one)
 Training never reads the ground-truth labels.
 """
 
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from schemewatch import features, history, schemes, store
+from schemewatch import features, history, reranker, schemes, store
 from schemewatch.detector import AutoencoderConfig, AutoencoderDetector
 from schemewatch.errors import ModelError
 
@@ -47,6 +48,7 @@ class LoadedModel:
     card: dict
 
     folder: Path | None = None
+    reranker: reranker.Reranker | None = None  # learnt from auditors' dispositions, if any
 
     @property
     def threshold(self) -> float:
@@ -159,6 +161,15 @@ class _Spill:
             parts.append(np.fromfile(self.file, np.float32, size))
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
+    def rows(self, positions: np.ndarray) -> np.ndarray:
+        """The rows at the given sorted positions."""
+        parts, start = [], 0
+        for matrix in self.chunks():
+            low, high = np.searchsorted(positions, [start, start + len(matrix)])
+            parts.append(matrix[positions[low:high] - start])
+            start += len(matrix)
+        return np.concatenate(parts) if parts else np.zeros((0, self.width), np.float32)
+
     def close(self) -> None:
         self.file.close()
 
@@ -208,7 +219,7 @@ def train(
     spill = _Spill(Path(model_dir))
     try:
         registry = load_registry(conn)
-        picked, keys, strata_seen, scheme_parts = [], [], [], []
+        picked, keys, strata_seen, scheme_parts, id_parts = [], [], [], [], []
         counts: dict[int, int] = {}
         last_id = 0
         for rows, matrix in history.feature_chunks(db_path, conn, registry):
@@ -223,6 +234,7 @@ def train(
             keys.append(key[candidate])
             strata_seen.append(stratum[candidate])
             scheme_parts.append(scheme_codes(rows))
+            id_parts.append(rows["transaction_id"].to_numpy(np.int64))
             last_id = int(rows["transaction_id"].max())
         conn.close()
         del registry
@@ -240,6 +252,10 @@ def train(
         say("scoring every row for the threshold")
         scores = np.concatenate([detector.score(m).astype(np.float32) for m in spill.chunks()])
         threshold = calibrate_threshold(scores, alert_budget)
+        feedback, feedback_card = learn_from_dispositions(
+            db_path, np.concatenate(id_parts), scores, spill, threshold, config.seed
+        )
+        say(reranker.describe(feedback_card))
         say("normal ranges over every row")
         scheme = np.concatenate(scheme_parts)
         ranges, by_scheme = _streamed_ranges(spill, scheme)
@@ -273,9 +289,10 @@ def train(
         "config": {**config.__dict__, "hidden": list(config.hidden)},
         "normal_ranges": ranges,
         "normal_ranges_by_scheme": by_scheme,
+        "reranker": feedback_card,
         "training_seconds": round(time.perf_counter() - started, 1),
     }
-    save(model_dir, detector, card)
+    save(model_dir, detector, card, feedback)
     say(f"saved model {version} (threshold {threshold:.4f}) in {model_dir}")
     return card
 
@@ -298,10 +315,42 @@ def _streamed_ranges(spill: _Spill, scheme: np.ndarray) -> tuple[dict, dict]:
     return ranges, by_scheme
 
 
-def save(model_dir: Path, detector: AutoencoderDetector, card: dict) -> None:
+def learn_from_dispositions(
+    db_path: Path, transaction_ids, scores, spill: _Spill, threshold: float, seed: int
+) -> tuple[reranker.Reranker | None, dict]:
+    """The re-ranker from auditors' dispositions (None below the minimum) and its card entry.
+
+    The card says how many labels of each kind it learnt from and how many of the top 1%
+    training alerts it moved in and out.
+    """
+    conn = store.open_database(db_path)
+    try:
+        fitted, card = reranker.fit_from_dispositions(
+            conn, transaction_ids, scores, spill.rows, threshold, seed=seed
+        )
+    finally:
+        conn.close()
+    if fitted is None:
+        return None, card
+    combined = fitted.percentile(scores)
+    inside = np.flatnonzero(combined >= 1 - fitted.gate_share)
+    combined[inside] = reranker.combined_score(fitted, spill.rows(inside), scores[inside])
+    card["changed"] = reranker.top_moves(scores, combined)
+    fitted.summary = card
+    return fitted, card
+
+
+def save(
+    model_dir: Path,
+    detector: AutoencoderDetector,
+    card: dict,
+    feedback: reranker.Reranker | None = None,
+) -> None:
     """Write the versioned artifacts, then switch current.json to them atomically."""
     folder = Path(model_dir) / card["version"]
     detector.save(folder)
+    if feedback is not None:
+        reranker.save(folder, feedback)
     (folder / CARD_FILE).write_text(json.dumps(card, indent=2))
     pointer = Path(model_dir) / CURRENT_FILE
     temporary = pointer.with_suffix(".tmp")
@@ -351,7 +400,7 @@ def load_model(model_dir: Path, version: str | None = None) -> LoadedModel:
         detector = AutoencoderDetector.load(folder)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load model {version}: {exc}") from None
-    return LoadedModel(version, detector, card, folder)
+    return LoadedModel(version, detector, card, folder, reranker.load(folder))
 
 
 THRESHOLD_FILE = "threshold.json"

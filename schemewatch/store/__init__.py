@@ -27,6 +27,7 @@ from schemewatch.store.audit import (  # noqa: F401
 )
 from schemewatch.store.cases import (  # noqa: F401
     append_case_event,
+    auditor_labels,
     case_history,
     get_case,
     scores_with_labels,

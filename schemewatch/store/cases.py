@@ -50,3 +50,15 @@ def scores_with_labels(conn, version: str) -> list[tuple]:
         "WHERE s.model_version = ?"
     )
     return conn.execute(sql, (version,)).fetchall()
+
+
+def auditor_labels(conn) -> list[tuple[int, str]]:
+    """(transaction_id, disposition) of every alert closed as confirmed fraud or false positive.
+
+    The auditors' labels only: the generator's ground truth is never read here.
+    """
+    sql = (
+        f"SELECT transaction_id, disposition FROM {CASES} WHERE disposition IN (?, ?) "
+        "ORDER BY transaction_id"
+    )
+    return conn.execute(sql, ("confirmed_fraud", "false_positive")).fetchall()
