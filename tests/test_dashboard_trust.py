@@ -202,7 +202,7 @@ def test_escaped_markdown_renders_back_to_the_same_text_and_nothing_else(text):
 
 
 def test_the_audit_log_page_shows_the_chain_status_and_the_first_broken_entry(site):
-    from schemewatch.dashboard import pages
+    from schemewatch.dashboard import data
 
     app = _alerts_page("ravi")
     app.switch_page(f"{VIEWS}/audit_log.py")
@@ -212,7 +212,7 @@ def test_the_audit_log_page_shows_the_chain_status_and_the_first_broken_entry(si
     raw.execute("DROP TRIGGER audit_log_is_append_only_update")
     raw.execute("UPDATE audit_log SET actor = 'nobody' WHERE entry_id = 1")
     raw.commit()
-    pages._verify.clear()
+    data.verify_trail.clear()
     app.run()
     [error] = app.error
     assert "Audit trail broken" in error.value and "audit entry 1 was changed" in error.value

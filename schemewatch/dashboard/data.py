@@ -117,3 +117,12 @@ def csv_download(db_path: Path, filters, version) -> tuple[bytes, int]:
     finally:
         conn.close()
     return buffer.getvalue().encode("utf-8"), count
+
+
+@st.cache_data(ttl=10, show_spinner="Verifying the audit trail...")
+def verify_trail(db_path, transactions: bool) -> tuple[bool, str]:
+    """The hash chains' state: (verified, summary) or (broken, the problems)."""
+    report = _read(db_path, lambda conn: store.verify(conn, transactions=transactions))
+    if report.ok:
+        return True, store.summary_line(report).removeprefix("OK: ")
+    return False, "; ".join(report.problems)
