@@ -147,11 +147,19 @@ def train(
             for scheme, rows in _rows_by_scheme(transactions).items()
             if rows.sum() >= MIN_ROWS_FOR_RANGES
         },
+        "risk_knots": risk_knots(scores, threshold, alert_budget),
         "training_seconds": round(time.perf_counter() - started, 1),
     }
     save(model_dir, detector, card)
     say(f"saved model {version} (threshold {threshold:.4f}) in {model_dir}")
     return card
+
+
+def risk_knots(scores: np.ndarray, threshold: float, alert_budget: float) -> dict:
+    """What the 0-100 risk mapping needs, saved in the model card (see schemewatch.risk)."""
+    from schemewatch import risk
+
+    return risk.knots(scores, threshold, alert_budget)
 
 
 def save(model_dir: Path, detector: AutoencoderDetector, card: dict) -> None:

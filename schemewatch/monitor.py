@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from schemewatch import explanations, features, modeling, store
+from schemewatch import explanations, features, linking, modeling, risk, store
 from schemewatch.schemes import DAY, IST_OFFSET_SECONDS
 
 BACKFILL_BATCH = 2_000_000
@@ -146,6 +146,7 @@ class Monitor:
             registry = modeling.load_registry(self.conn, sorted(people))
         matrix = features.compute_features(batch, registry, needed)
         alerts = self._score_and_write(batch, matrix, model)
+        linking.link_new_alerts(self.conn, model.version)  # cases: linked alerts together
         self._remember(batch)
         return TickResult(len(batch), alerts, model.version, last - self.history_through)
 
@@ -178,6 +179,7 @@ class Monitor:
                     reasons.tolist(),
                     resembles.tolist(),
                     [now] * len(scores),
+                    risk.risk(scores, model.card.get("risk_knots")).tolist(),
                     strict=True,
                 )
                 summary = daily.counts(part, is_alert, model.version)

@@ -89,9 +89,17 @@ from schemewatch.store.integrity import (  # noqa: F401
     summary_line,
     verify,
 )
+from schemewatch.store.linking import (  # noqa: F401
+    LINK_COLUMNS,
+    alert_case_members,
+    alerts_for_linking,
+    assign_alert_cases,
+    has_unlinked_alerts,
+)
 from schemewatch.store.schema import (  # noqa: F401
     ACCOUNT_SETTINGS,
     AGENT_COLUMNS,
+    ALERT_CASES,
     AUDIT_COLUMNS,
     AUDIT_LOG,
     BENEFICIARIES,

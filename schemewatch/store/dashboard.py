@@ -27,8 +27,8 @@ class DashboardFilters:
     states: tuple[str, ...] = ()
     districts: tuple[str, ...] = ()
     status: str = "all"  # all | alerts | open | claimed | DISPOSITIONS...
-    score_min: float | None = None
-    score_max: float | None = None
+    risk_min: float | None = None  # risk 0-100 (schemewatch.risk); rows without risk drop out
+    risk_max: float | None = None
     typologies: tuple[str, ...] = ()  # the typology an alert most resembles
     search: str | None = None  # beneficiary id or transaction id
 
@@ -54,12 +54,12 @@ def _dashboard_where(filters: DashboardFilters, version: str | None) -> tuple[st
             clause, extra = _in(column, values)
             clauses.append(clause)
             params += extra
-    if filters.score_min is not None:
-        clauses.append("s.score >= ?")
-        params.append(filters.score_min)
-    if filters.score_max is not None:
-        clauses.append("s.score <= ?")
-        params.append(filters.score_max)
+    if filters.risk_min is not None:
+        clauses.append("s.risk >= ?")
+        params.append(filters.risk_min)
+    if filters.risk_max is not None:
+        clauses.append("s.risk <= ?")
+        params.append(filters.risk_max)
     status = filters.status
     if status != "all":
         clauses.append("s.is_alert = 1")
@@ -158,6 +158,7 @@ ALERT_QUEUE_FIELDS = (
     "t.agent_id",
     "t.channel",
     "s.score",
+    "s.risk",
     "s.reasons",
     "s.resembles",
     "c.claimed_by",
@@ -168,10 +169,14 @@ ALERT_QUEUE_COLUMNS = tuple(field.split(".")[1] for field in ALERT_QUEUE_FIELDS)
 
 
 def dashboard_alerts(conn, filters: DashboardFilters, version: str | None, limit: int = 200):
-    """Alerts under the filters, highest score first (ALERT_QUEUE_COLUMNS)."""
+    """Alerts under the filters, highest risk first (ALERT_QUEUE_COLUMNS).
+
+    Rows scored before risk existed have none: they come after the others, by score.
+    """
     source, where, params = _dashboard_where(_alerts_only(filters), version)
     sql = (
-        f"SELECT {', '.join(ALERT_QUEUE_FIELDS)} FROM {source}{where} ORDER BY s.score DESC LIMIT ?"
+        f"SELECT {', '.join(ALERT_QUEUE_FIELDS)} FROM {source}{where} "
+        "ORDER BY s.risk IS NULL, s.risk DESC, s.score DESC LIMIT ?"
     )
     return [tuple(r) for r in conn.execute(sql, [*params, limit])]
 
@@ -200,6 +205,7 @@ DOWNLOAD_FIELDS = (
     "t.agent_id",
     "t.channel",
     "s.score",
+    "s.risk",
     "s.is_alert",
     "s.resembles",
     "c.disposition",
@@ -253,8 +259,8 @@ def summary_answers(filters: DashboardFilters) -> bool:
         filters.districts
         or filters.typologies
         or filters.search
-        or filters.score_min is not None
-        or filters.score_max is not None
+        or filters.risk_min is not None
+        or filters.risk_max is not None
         or filters.status not in ("all", "alerts")
     )
 

@@ -25,6 +25,7 @@ def alert_queue() -> None:
     shown = pd.DataFrame(
         {
             "transaction": queue["transaction_id"],
+            "risk": queue["risk"].round(0),
             "score": queue["score"].round(1),
             "beneficiary": queue["beneficiary_id"],
             "scheme": queue["scheme"],
