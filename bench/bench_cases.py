@@ -74,9 +74,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--transactions", type=int, default=300_000)
+    parser.add_argument("--keep", type=Path, help="build in this (new) folder and keep it")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        row = run(Path(folder), args.seed, args.transactions)
+    if args.keep:
+        args.keep.mkdir(parents=True)
+        row = run(args.keep, args.seed, args.transactions)
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            row = run(Path(folder), args.seed, args.transactions)
     print(f"{args.transactions:,} transactions, seed {args.seed}")
     print(
         f"alerts {row['alerts']:,}  cases {row['cases']:,}  injected groups with 2+ alerts "

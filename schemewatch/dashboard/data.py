@@ -70,6 +70,19 @@ def alerts(db_path: Path, filters, version, limit: int = 500) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+def cases(db_path: Path, filters, version, limit: int = 200) -> pd.DataFrame:
+    """Cases of linked alerts under the filters, highest risk first."""
+    rows = _read(db_path, store.dashboard_cases, filters, version, limit)
+    return pd.DataFrame(rows, columns=list(store.CASE_QUEUE_COLUMNS))
+
+
+def case_alerts(db_path: Path, version, case_id: int) -> pd.DataFrame:
+    """Every alert of one case (not cached: triage must see the latest state)."""
+    rows = _read(db_path, store.dashboard_case_alerts, version, case_id)
+    return pd.DataFrame(rows, columns=list(store.ALERT_QUEUE_COLUMNS))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
 def options(db_path: Path) -> dict:
     """Choices for the filters: schemes, states and districts present in the data."""
     return _read(db_path, store.filter_options)

@@ -34,6 +34,7 @@ from schemewatch.store.cases import (  # noqa: F401
 from schemewatch.store.dashboard import (  # noqa: F401
     ALERT_QUEUE_COLUMNS,
     ALERT_QUEUE_FIELDS,
+    CASE_QUEUE_COLUMNS,
     DOWNLOAD_COLUMNS,
     DOWNLOAD_FIELDS,
     DashboardFilters,
@@ -42,6 +43,8 @@ from schemewatch.store.dashboard import (  # noqa: F401
     beneficiary_timeline,
     dashboard_alerts,
     dashboard_alerts_by,
+    dashboard_case_alerts,
+    dashboard_cases,
     dashboard_daily,
     dashboard_hour_weekday,
     dashboard_kpis,
