@@ -115,3 +115,15 @@ def test_a_new_alert_that_links_two_cases_merges_them_into_the_smaller_id(conn):
 
 def test_linking_with_no_new_alert_writes_nothing(conn):
     assert linking.link_new_alerts(conn, "no-such-version") == 0
+
+
+def test_the_monitor_puts_every_alert_in_a_case(scored_template):
+    from schemewatch import modeling
+
+    db, models = scored_template
+    conn = store.connect(db, readonly=True)
+    version = modeling.current_version(models)
+    alerts = conn.execute("SELECT COUNT(*) FROM scores WHERE is_alert = 1").fetchone()[0]
+    members = dict(store.alert_case_members(conn, version))
+    assert len(members) == alerts > 0
+    assert len(set(members.values())) < alerts  # some injected fraud linked together

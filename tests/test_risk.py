@@ -54,3 +54,13 @@ def test_a_model_without_saved_knots_gives_no_risk_rather_than_a_guess():
 
 def test_times_normal_is_the_square_root_of_a_squared_error_ratio():
     assert risk.times_normal(144.0) == pytest.approx(12.0)
+
+
+def test_the_monitor_stores_risk_above_90_for_alerts_and_below_for_the_rest(scored_template):
+    from schemewatch import store
+
+    db, _ = scored_template
+    conn = store.connect(db, readonly=True)
+    rows = conn.execute("SELECT is_alert, risk FROM scores").fetchall()
+    assert rows and all(r is not None and 0 <= r <= 100 for _, r in rows)
+    assert min(r for a, r in rows if a) >= 90 > max(r for a, r in rows if not a)
