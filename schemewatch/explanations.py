@@ -9,7 +9,7 @@ from datetime import datetime
 
 import numpy as np
 
-from schemewatch import features
+from schemewatch import features, risk
 from schemewatch.exporter import IST
 
 TOP_REASONS = 3
@@ -252,9 +252,22 @@ def explain(contributions: np.ndarray, matrix: np.ndarray, rows: list[dict], car
             if text not in said and len(reasons) < TOP_REASONS:
                 said.add(text)
                 share = round(float(contributions[i, j] / totals[i]), 3)
-                reasons.append({"feature": names[j], "text": text, "share": share})
+                times = risk.times_normal(float(contributions[i, j]))
+                reasons.append(
+                    {
+                        "feature": names[j],
+                        "text": f"{text} ({_times(times)} the normal deviation)",
+                        "share": share,
+                        "times_normal": round(times, 1),
+                    }
+                )
         out.append((reasons, typologies[int(np.argmax(resemblance[i]))]))
     return out
+
+
+def _times(times: float) -> str:
+    """How far out of line, as auditors say it: "12×", "1,400×"."""
+    return f"{times:,.1f}×" if times < 10 else f"{times:,.0f}×"
 
 
 def _range_bounds(ranges: list[dict], names) -> tuple[np.ndarray, np.ndarray]:

@@ -290,6 +290,7 @@ def train(
         "normal_ranges": ranges,
         "normal_ranges_by_scheme": by_scheme,
         "reranker": feedback_card,
+        "risk_knots": risk_knots(scores, threshold, alert_budget),
         "training_seconds": round(time.perf_counter() - started, 1),
     }
     save(model_dir, detector, card, feedback)
@@ -338,6 +339,13 @@ def learn_from_dispositions(
     card["changed"] = reranker.top_moves(scores, combined)
     fitted.summary = card
     return fitted, card
+
+
+def risk_knots(scores: np.ndarray, threshold: float, alert_budget: float) -> dict:
+    """What the 0-100 risk mapping needs, saved in the model card (see schemewatch.risk)."""
+    from schemewatch import risk
+
+    return risk.knots(scores, threshold, alert_budget)
 
 
 def save(

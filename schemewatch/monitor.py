@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from schemewatch import explanations, features, history, modeling, store
+from schemewatch import explanations, features, history, linking, modeling, risk, store
 from schemewatch.rules import EnabledRules
 from schemewatch.schemes import DAY, IST_OFFSET_SECONDS
 
@@ -114,6 +114,7 @@ class Monitor:
         finally:
             writer.submit(connection.close).result()
             writer.shutdown(wait=True, cancel_futures=True)
+        linking.link_new_alerts(self.conn, model.version)  # cases: linked alerts together
         return TickResult(scored, alerts, model.version, last - through)
 
     def _registry_for(self, batch: pd.DataFrame, needed: pd.DataFrame | None):
@@ -154,6 +155,7 @@ class Monitor:
                     reasons.tolist(),
                     resembles.tolist(),
                     [now] * len(scores),
+                    risk.risk(scores, model.card.get("risk_knots")).tolist(),
                     strict=True,
                 )
                 summary = daily.counts(part, is_alert, model.version)

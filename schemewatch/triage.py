@@ -117,6 +117,37 @@ def update_case(
     save is refused with CaseConflict when someone else saved in between. Another user's claim
     is replaced only with `take_over=True`; a disposition set by a higher role is kept.
     """
+    _check_request(role, changes)
+    with store.write_transaction(conn):
+        return _apply(conn, transaction_id, user, role, expected_version, take_over, changes)
+
+
+def update_linked_case(
+    conn,
+    expected_versions: dict[int, int],
+    user: str,
+    role: str,
+    *,
+    take_over: bool = False,
+    **changes,
+) -> dict[int, dict]:
+    """Apply the same changes to every alert of a case (linked alerts), all or nothing.
+
+    `expected_versions` maps each alert's transaction id to the version the user was shown;
+    each alert gets its own case event and audit entries, exactly as `update_case` writes them.
+    If any alert was changed by someone else in between, or a rule refuses one alert's change,
+    nothing is saved (CaseConflict or NotAllowed).
+    """
+    _check_request(role, changes)
+    with store.write_transaction(conn):
+        return {
+            transaction_id: _apply(conn, transaction_id, user, role, version, take_over, changes)
+            for transaction_id, version in sorted(expected_versions.items())
+        }
+
+
+def _check_request(role: str, changes: dict) -> None:
+    """Checks that do not depend on the case's state: role, field names, disposition."""
     require(role, "triage")
     unknown = set(changes) - set(FIELDS)
     if unknown:
@@ -126,39 +157,42 @@ def update_case(
         raise SchemewatchError(f"unknown disposition '{disposition}'")
     if disposition == "confirmed_fraud":
         require(role, "confirm_fraud")
-    with store.write_transaction(conn):
-        case = load_case(conn, transaction_id)
-        if expected_version is not None and case.version != expected_version:
-            raise CaseConflict(
-                f"alert {transaction_id} was changed by {case.updated_by} at "
-                f"{store.utc_iso(case.updated_at)}; reload it and try again"
-            )
-        old = case.fields()
-        new = {**old, **changes}
-        if new == old:
-            return {**new, "version": case.version}
-        _check(case, new, user, role, take_over)
-        same = new["disposition"] == case.disposition
-        store.append_case_event(
-            conn,
-            transaction_id,
-            case.version + 1,
-            user,
-            claimed_by=new["claimed_by"],
-            disposition=new["disposition"],
-            role=case.disposition_role if same else (role if new["disposition"] else None),
-            note=new["note"],
+
+
+def _apply(conn, transaction_id, user, role, expected_version, take_over, changes) -> dict:
+    """One alert's save, inside the caller's write transaction: event and audit entries."""
+    case = load_case(conn, transaction_id)
+    if expected_version is not None and case.version != expected_version:
+        raise CaseConflict(
+            f"alert {transaction_id} was changed by {case.updated_by} at "
+            f"{store.utc_iso(case.updated_at)}; reload it and try again"
         )
-        for name in FIELDS:
-            if old[name] != new[name]:
-                store.append_audit(
-                    conn,
-                    user,
-                    f"case {name.replace('_', ' ')}",
-                    str(transaction_id),
-                    old[name],
-                    new[name],
-                )
+    old = case.fields()
+    new = {**old, **changes}
+    if new == old:
+        return {**new, "version": case.version}
+    _check(case, new, user, role, take_over)
+    same = new["disposition"] == case.disposition
+    store.append_case_event(
+        conn,
+        transaction_id,
+        case.version + 1,
+        user,
+        claimed_by=new["claimed_by"],
+        disposition=new["disposition"],
+        role=case.disposition_role if same else (role if new["disposition"] else None),
+        note=new["note"],
+    )
+    for name in FIELDS:
+        if old[name] != new[name]:
+            store.append_audit(
+                conn,
+                user,
+                f"case {name.replace('_', ' ')}",
+                str(transaction_id),
+                old[name],
+                new[name],
+            )
     return {**new, "version": case.version + 1}
 
 

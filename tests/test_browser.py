@@ -103,7 +103,11 @@ def test_auditor_journey_in_a_real_browser(server):
         assert {"transaction_id", "score", "is_alert", "disposition"} <= set(rows[0])
 
         page.get_by_role("link", name="Alerts").click()
+        expect(page.get_by_text("Alert cases").first).to_be_visible(timeout=60_000)
+        # The top case is open: its network picture (drawn in the browser, offline) and payments.
+        expect(page.locator("[data-testid=stGraphVizChart]")).to_be_visible(timeout=60_000)
         expect(page.get_by_text("Alert on transaction").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Triage the case")).to_be_visible()
         page.get_by_text("false_positive").click()
         page.get_by_label("Note").fill("Checked with the block office: a second muster roll.")
         page.get_by_role("button", name="Save").click()

@@ -122,11 +122,17 @@ def test_every_page_renders_for_an_admin(site, view):
     assert app.title and not app.error
 
 
+def _case_members(app) -> list[int]:
+    """The transaction ids of the open case, lead first, as the page lists them."""
+    options = app.selectbox(key="payment_choice").options
+    return [int(o.removeprefix("transaction ")) for o in options]
+
+
 def test_triage_saves_the_case_and_writes_the_audit_log(site):
     app = _login("asha")
     app.switch_page(f"{VIEWS}/alerts.py")
     app.run()
-    alert = int(app.selectbox(key="alert_choice").value)
+    alert = int(app.selectbox(key="payment_choice").value)
     app.checkbox[0].check()
     app.radio[0].set_value("false_positive")
     app.text_area[0].input("Two muster rolls in one fortnight; checked with the block office.")
@@ -139,8 +145,13 @@ def test_triage_saves_the_case_and_writes_the_audit_log(site):
         "SELECT actor, action, target, old_value, new_value FROM audit_log "
         "WHERE action LIKE 'case%' ORDER BY entry_id"
     ).fetchall()
-    assert [e[1] for e in entries] == ["case claimed by", "case disposition", "case note"]
-    assert all(e[0] == "asha" and e[2] == str(alert) for e in entries)
+    members = _case_members(app)
+    assert alert == members[0]  # the form opens on the case's lead alert
+    assert [e[1] for e in entries] == [
+        action for _ in members for action in ("case claimed by", "case disposition", "case note")
+    ]
+    assert [e[2] for e in entries] == [str(m) for m in sorted(members) for _ in range(3)]
+    assert all(e[0] == "asha" for e in entries)
     assert entries[1][3:] == (None, "false_positive")
 
 

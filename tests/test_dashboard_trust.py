@@ -61,7 +61,7 @@ def _open(site) -> sqlite3.Connection:
 
 
 def test_an_auditor_sees_a_confirmed_fraud_and_saving_a_note_keeps_it(site):
-    alert = int(_alerts_page("asha").selectbox(key="alert_choice").value)
+    alert = int(_alerts_page("asha").selectbox(key="payment_choice").value)
     triage.update_case(_open(site), alert, "ravi", "supervisor", disposition="confirmed_fraud")
     app = _alerts_page("asha")
     [radio] = app.radio
@@ -77,7 +77,7 @@ def test_an_auditor_sees_a_confirmed_fraud_and_saving_a_note_keeps_it(site):
 
 
 def test_saving_a_note_keeps_another_auditors_claim(site):
-    alert = int(_alerts_page("asha").selectbox(key="alert_choice").value)
+    alert = int(_alerts_page("asha").selectbox(key="payment_choice").value)
     triage.update_case(_open(site), alert, "ravi", "supervisor", claimed_by="ravi")
     app = _alerts_page("asha")
     assert [c.label for c in app.checkbox] == ["Take over the claim from ravi"]
@@ -88,7 +88,7 @@ def test_saving_a_note_keeps_another_auditors_claim(site):
 
 def test_a_save_over_someone_elses_change_is_refused_with_who_and_when(site):
     asha = _alerts_page("asha")
-    alert = int(asha.selectbox(key="alert_choice").value)
+    alert = int(asha.selectbox(key="payment_choice").value)
     ravi = _alerts_page("ravi")
     ravi.text_area[0].input("Ravi's finding.")
     _save(ravi)
@@ -97,7 +97,7 @@ def test_a_save_over_someone_elses_change_is_refused_with_who_and_when(site):
     [error] = asha.error
     assert "changed by ravi at" in error.value and "reload" in error.value
     assert triage.load_case(_open(site), alert).note == "Ravi's finding."
-    next(b for b in asha.button if b.label == "Reload the alert").click()
+    next(b for b in asha.button if b.label == "Reload the case").click()
     asha.run()
     assert asha.text_area[0].value == "Ravi's finding."
 
@@ -153,7 +153,7 @@ def _add_hostile_alert(site) -> int:
         )
         reasons = json.dumps([{"text": f"paid to {HOSTILE_DISTRICT} {HOSTILE_NOTE}"}])
         store.insert_scores(
-            conn, [(version, tid, 1e9, 1.0, 1, reasons, "[x](http://phish.example)", 0.0)]
+            conn, [(version, tid, 1e9, 1.0, 1, reasons, "[x](http://phish.example)", 0.0, 99.0)]
         )
     triage.update_case(
         conn, tid, HOSTILE_USER, "supervisor", claimed_by=HOSTILE_USER, note=HOSTILE_NOTE
@@ -173,7 +173,7 @@ def _live_markup(markdown: str) -> list[str]:
 def test_hostile_ids_districts_notes_and_names_render_as_plain_text(site):
     tid = _add_hostile_alert(site)
     app = _alerts_page("asha")
-    assert int(app.selectbox(key="alert_choice").value) == tid
+    assert int(app.selectbox(key="payment_choice").value) == tid
     shown = [
         *(
             e.value
@@ -202,7 +202,7 @@ def test_escaped_markdown_renders_back_to_the_same_text_and_nothing_else(text):
 
 
 def test_the_audit_log_page_shows_the_chain_status_and_the_first_broken_entry(site):
-    from schemewatch.dashboard import pages
+    from schemewatch.dashboard import data
 
     app = _alerts_page("ravi")
     app.switch_page(f"{VIEWS}/audit_log.py")
@@ -212,7 +212,7 @@ def test_the_audit_log_page_shows_the_chain_status_and_the_first_broken_entry(si
     raw.execute("DROP TRIGGER audit_log_is_append_only_update")
     raw.execute("UPDATE audit_log SET actor = 'nobody' WHERE entry_id = 1")
     raw.commit()
-    pages._verify.clear()
+    data.verify_trail.clear()
     app.run()
     [error] = app.error
     assert "Audit trail broken" in error.value and "audit entry 1 was changed" in error.value

@@ -32,8 +32,9 @@ def test_reasons_use_the_normal_range_of_the_rows_scheme():
         {"scheme": "PMAY_G", "paid_at": 0, "instalment_period": "2025-26/I1"},
     ]
     (pension, resembles), (housing, _) = explanations.explain(contributions, matrix, rows, _card())
-    assert pension[0]["text"] == "paid 2.5× the entitlement; normal is 1.0×"
-    assert housing[0]["text"] == "paid 2.5× the entitlement; normal is 0.0×–1.0×"
+    assert pension[0]["text"].startswith("paid 2.5× the entitlement; normal is 1.0× (")
+    assert pension[0]["text"].endswith(f"{pension[0]['times_normal']}× the normal deviation)")
+    assert housing[0]["text"].startswith("paid 2.5× the entitlement; normal is 0.0×–1.0× (")
     assert resembles == "over_entitlement"
 
 

@@ -87,3 +87,28 @@ def test_case_history_is_append_only_events_and_cases_shows_the_latest(conn):
                 conn, ALERT, 3, "asha", claimed_by=None, disposition=None, role=None, note="x"
             )
     assert store.verify(conn, transactions=False).ok
+
+
+def test_a_linked_case_save_writes_every_alerts_event_and_audit_entries(conn):
+    saved = triage.update_linked_case(
+        conn, {5: 0, 6: 0, 7: 0}, "asha", "auditor", disposition="needs_information"
+    )
+    assert sorted(saved) == [5, 6, 7]
+    assert all(triage.load_case(conn, t).version == 1 for t in (5, 6, 7))
+    assert _case_entries(conn) == 3
+
+
+def test_a_linked_case_save_is_all_or_nothing_when_one_alert_changed_meanwhile(conn):
+    triage.update_case(conn, 7, "ravi", "supervisor", note="Ravi's finding.")
+    before = _case_entries(conn)
+    with pytest.raises(CaseConflict, match="alert 7 was changed by ravi"):
+        triage.update_linked_case(conn, {5: 0, 6: 0, 7: 0}, "asha", "auditor", note="Mine.")
+    assert [triage.load_case(conn, t).version for t in (5, 6)] == [0, 0]
+    assert _case_entries(conn) == before
+
+
+def test_an_auditor_cannot_confirm_fraud_on_a_whole_case(conn):
+    with pytest.raises(triage.NotAllowed):
+        triage.update_linked_case(
+            conn, {5: 0, 6: 0}, "asha", "auditor", disposition="confirmed_fraud"
+        )

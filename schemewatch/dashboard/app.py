@@ -36,7 +36,7 @@ def _filters(settings) -> store.DashboardFilters:
     chosen_districts = side.multiselect("District", districts, key="filter_districts")
     status = side.selectbox("Alert status", STATUSES, key="filter_status")
     low, high = side.slider(
-        "Score range (0 = no limit)", 0.0, 5000.0, (0.0, 0.0), step=10.0, key="filter_score"
+        "Risk (0-100; 90 = the model's alert line)", 0, 100, (0, 100), key="filter_risk"
     )
     typologies = side.multiselect("Resembles typology", TYPOLOGIES, key="filter_typologies")
     search = side.text_input("Beneficiary or transaction id", key="filter_search")
@@ -47,8 +47,8 @@ def _filters(settings) -> store.DashboardFilters:
         states=tuple(chosen_states),
         districts=tuple(chosen_districts),
         status=status,
-        score_min=low or None,
-        score_max=high or None,
+        risk_min=low or None,
+        risk_max=high if high < 100 else None,
         typologies=tuple(typologies),
         search=search.strip() or None,
     )

@@ -70,6 +70,19 @@ def alerts(db_path: Path, filters, version, limit: int = 500) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+def cases(db_path: Path, filters, version, limit: int = 200) -> pd.DataFrame:
+    """Cases of linked alerts under the filters, highest risk first."""
+    rows = _read(db_path, store.dashboard_cases, filters, version, limit)
+    return pd.DataFrame(rows, columns=list(store.CASE_QUEUE_COLUMNS))
+
+
+def case_alerts(db_path: Path, version, case_id: int) -> pd.DataFrame:
+    """Every alert of one case (not cached: triage must see the latest state)."""
+    rows = _read(db_path, store.dashboard_case_alerts, version, case_id)
+    return pd.DataFrame(rows, columns=list(store.ALERT_QUEUE_COLUMNS))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
 def options(db_path: Path) -> dict:
     """Choices for the filters: schemes, states and districts present in the data."""
     return _read(db_path, store.filter_options)
@@ -125,3 +138,12 @@ def alert_sources(db_path: Path, version: str, transaction_ids: tuple[int, ...])
     from schemewatch import rules
 
     return _read(db_path, rules.alert_source_labels, version, list(transaction_ids))
+
+
+@st.cache_data(ttl=10, show_spinner="Verifying the audit trail...")
+def verify_trail(db_path, transactions: bool) -> tuple[bool, str]:
+    """The hash chains' state: (verified, summary) or (broken, the problems)."""
+    report = _read(db_path, lambda conn: store.verify(conn, transactions=transactions))
+    if report.ok:
+        return True, store.summary_line(report).removeprefix("OK: ")
+    return False, "; ".join(report.problems)

@@ -35,6 +35,7 @@ from schemewatch.store.cases import (  # noqa: F401
 from schemewatch.store.dashboard import (  # noqa: F401
     ALERT_QUEUE_COLUMNS,
     ALERT_QUEUE_FIELDS,
+    CASE_QUEUE_COLUMNS,
     DOWNLOAD_COLUMNS,
     DOWNLOAD_FIELDS,
     DashboardFilters,
@@ -43,6 +44,8 @@ from schemewatch.store.dashboard import (  # noqa: F401
     beneficiary_timeline,
     dashboard_alerts,
     dashboard_alerts_by,
+    dashboard_case_alerts,
+    dashboard_cases,
     dashboard_daily,
     dashboard_hour_weekday,
     dashboard_kpis,
@@ -90,6 +93,13 @@ from schemewatch.store.integrity import (  # noqa: F401
     summary_line,
     verify,
 )
+from schemewatch.store.linking import (  # noqa: F401
+    LINK_COLUMNS,
+    alert_case_members,
+    alerts_for_linking,
+    assign_alert_cases,
+    has_unlinked_alerts,
+)
 from schemewatch.store.rules import (  # noqa: F401
     STORED_RULE_COLUMNS,
     alert_sources,
@@ -111,6 +121,7 @@ from schemewatch.store.rules import (  # noqa: F401
 from schemewatch.store.schema import (  # noqa: F401
     ACCOUNT_SETTINGS,
     AGENT_COLUMNS,
+    ALERT_CASES,
     AUDIT_COLUMNS,
     AUDIT_LOG,
     BENEFICIARIES,

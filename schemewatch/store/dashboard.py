@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from schemewatch.store.schema import (
+    ALERT_CASES,
     BENEFICIARIES,
     CASES,
     DAILY_SUMMARY,
@@ -27,8 +28,8 @@ class DashboardFilters:
     states: tuple[str, ...] = ()
     districts: tuple[str, ...] = ()
     status: str = "all"  # all | alerts | open | claimed | DISPOSITIONS...
-    score_min: float | None = None
-    score_max: float | None = None
+    risk_min: float | None = None  # risk 0-100 (schemewatch.risk); rows without risk drop out
+    risk_max: float | None = None
     typologies: tuple[str, ...] = ()  # the typology an alert most resembles
     search: str | None = None  # beneficiary id or transaction id
 
@@ -54,12 +55,12 @@ def _dashboard_where(filters: DashboardFilters, version: str | None) -> tuple[st
             clause, extra = _in(column, values)
             clauses.append(clause)
             params += extra
-    if filters.score_min is not None:
-        clauses.append("s.score >= ?")
-        params.append(filters.score_min)
-    if filters.score_max is not None:
-        clauses.append("s.score <= ?")
-        params.append(filters.score_max)
+    if filters.risk_min is not None:
+        clauses.append("s.risk >= ?")
+        params.append(filters.risk_min)
+    if filters.risk_max is not None:
+        clauses.append("s.risk <= ?")
+        params.append(filters.risk_max)
     status = filters.status
     if status != "all":
         clauses.append("s.is_alert = 1")
@@ -158,6 +159,7 @@ ALERT_QUEUE_FIELDS = (
     "t.agent_id",
     "t.channel",
     "s.score",
+    "s.risk",
     "s.reasons",
     "s.resembles",
     "c.claimed_by",
@@ -168,10 +170,14 @@ ALERT_QUEUE_COLUMNS = tuple(field.split(".")[1] for field in ALERT_QUEUE_FIELDS)
 
 
 def dashboard_alerts(conn, filters: DashboardFilters, version: str | None, limit: int = 200):
-    """Alerts under the filters, highest score first (ALERT_QUEUE_COLUMNS)."""
+    """Alerts under the filters, highest risk first (ALERT_QUEUE_COLUMNS).
+
+    Rows scored before risk existed have none: they come after the others, by score.
+    """
     source, where, params = _dashboard_where(_alerts_only(filters), version)
     sql = (
-        f"SELECT {', '.join(ALERT_QUEUE_FIELDS)} FROM {source}{where} ORDER BY s.score DESC LIMIT ?"
+        f"SELECT {', '.join(ALERT_QUEUE_FIELDS)} FROM {source}{where} "
+        "ORDER BY s.risk IS NULL, s.risk DESC, s.score DESC LIMIT ?"
     )
     return [tuple(r) for r in conn.execute(sql, [*params, limit])]
 
@@ -200,6 +206,7 @@ DOWNLOAD_FIELDS = (
     "t.agent_id",
     "t.channel",
     "s.score",
+    "s.risk",
     "s.is_alert",
     "s.resembles",
     "c.disposition",
@@ -253,8 +260,8 @@ def summary_answers(filters: DashboardFilters) -> bool:
         filters.districts
         or filters.typologies
         or filters.search
-        or filters.score_min is not None
-        or filters.score_max is not None
+        or filters.risk_min is not None
+        or filters.risk_max is not None
         or filters.status not in ("all", "alerts")
     )
 
@@ -339,3 +346,64 @@ def summary_alerts_by(conn, filters: DashboardFilters, version: str, column: str
         f"GROUP BY {column} ORDER BY 3 DESC"
     )
     return [tuple(r) for r in conn.execute(sql, params)]
+
+
+# -- cases: linked alerts (schemewatch.linking) -----------------------------------------------
+
+# An alert the monitor has not linked yet is a case of its own, under its transaction id.
+_CASE_ID = "COALESCE(ac.case_id, t.transaction_id)"
+CASE_QUEUE_COLUMNS = (
+    "case_id",
+    "alerts",
+    "amount",
+    "risk",
+    "score",
+    "first_paid_at",
+    "last_paid_at",
+    "beneficiaries",
+    "accounts",
+    "agents",
+    "open",
+    "reasons",
+    "resembles",
+)
+
+
+def _with_cases(source: str) -> str:
+    return (
+        f"{source} LEFT JOIN {ALERT_CASES} ac ON ac.model_version = s.model_version "
+        "AND ac.transaction_id = t.transaction_id"
+    )
+
+
+def dashboard_cases(conn, filters: DashboardFilters, version: str | None, limit: int = 200):
+    """Cases of alerts under the filters, highest risk first (CASE_QUEUE_COLUMNS).
+
+    Sizes, amounts and people count the case's alerts that match the filters; the reasons and
+    typology are those of its highest-scoring alert. People, accounts and agents are JSON lists.
+    """
+    source, where, params = _dashboard_where(_alerts_only(filters), version)
+    sql = f"""
+WITH members AS (
+    SELECT {_CASE_ID} AS case_id, t.amount, t.paid_at, t.beneficiary_id, t.account_id,
+        t.agent_id, s.risk, s.score, s.reasons, s.resembles, c.disposition,
+        ROW_NUMBER() OVER (PARTITION BY {_CASE_ID} ORDER BY s.score DESC) AS strongest
+    FROM {_with_cases(source)}{where}
+)
+SELECT case_id, COUNT(*), SUM(amount), MAX(risk), MAX(score), MIN(paid_at), MAX(paid_at),
+    json_group_array(DISTINCT beneficiary_id), json_group_array(DISTINCT account_id),
+    json_group_array(DISTINCT agent_id), SUM(disposition IS NULL),
+    MAX(CASE WHEN strongest = 1 THEN reasons END), MAX(CASE WHEN strongest = 1 THEN resembles END)
+FROM members GROUP BY case_id
+ORDER BY MAX(risk) IS NULL, MAX(risk) DESC, MAX(score) DESC LIMIT ?"""
+    return [tuple(r) for r in conn.execute(sql, [*params, limit])]
+
+
+def dashboard_case_alerts(conn, version: str | None, case_id: int) -> list[tuple]:
+    """Every alert of one case, whatever the filters, highest risk first (ALERT_QUEUE_COLUMNS)."""
+    source, where, params = _dashboard_where(DashboardFilters(status="alerts"), version)
+    sql = (
+        f"SELECT {', '.join(ALERT_QUEUE_FIELDS)} FROM {_with_cases(source)}{where} "
+        f"AND {_CASE_ID} = ? ORDER BY s.risk IS NULL, s.risk DESC, s.score DESC"
+    )
+    return [tuple(r) for r in conn.execute(sql, [*params, case_id])]

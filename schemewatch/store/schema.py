@@ -508,6 +508,34 @@ def _migration_rules(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _migration_risk(conn: sqlite3.Connection) -> None:
+    # Rows scored before this migration keep NULL: the dashboard computes their risk on read
+    # from their model card (schemewatch.risk), when the card has the knots.
+    conn.execute(f"ALTER TABLE {SCORES} ADD COLUMN risk REAL")
+
+
+ALERT_CASES = "alert_cases"
+
+# Which case (a group of linked alerts, schemewatch.linking) each alert belongs to. Derived data,
+# written only by the monitor: a merge moves the absorbed case's alerts to the surviving case id
+# (the smallest transaction id in the case). Triage history stays per alert in case_events.
+_ALERT_CASES_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {ALERT_CASES} (
+    model_version TEXT NOT NULL,
+    transaction_id INTEGER NOT NULL REFERENCES {TRANSACTIONS}(transaction_id),
+    case_id INTEGER NOT NULL,
+    PRIMARY KEY (model_version, transaction_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_alert_cases_case ON {ALERT_CASES}(model_version, case_id)
+"""
+
+
+def _migration_alert_cases(conn: sqlite3.Connection) -> None:
+    for statement in _ALERT_CASES_SCHEMA.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 # Named, ordered migrations; a database records the last one applied in PRAGMA user_version.
 MIGRATIONS = (
     ("initial schema", _migration_initial),
@@ -518,6 +546,8 @@ MIGRATIONS = (
     ("dashboard accounts and the session cookie key", _migration_accounts),
     ("tamper-evident trail: chained audit log and case events, sealed batches", _migration_trail),
     ("auditors' rules, their versions and hits", _migration_rules),
+    ("risk 0-100 next to each score", _migration_risk),
+    ("linked alerts grouped into cases", _migration_alert_cases),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

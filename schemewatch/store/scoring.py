@@ -35,6 +35,7 @@ SCORE_COLUMNS = (
     "reasons",
     "resembles",
     "scored_at",
+    "risk",
 )
 SUBPROCESS_READ_ROWS = 50_000
 

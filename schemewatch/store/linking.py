@@ -1,0 +1,66 @@
+"""Reads and writes behind linking alerts into cases (schemewatch.linking)."""
+
+from __future__ import annotations
+
+from schemewatch.store.schema import ALERT_CASES, BENEFICIARIES, SCORES, TRANSACTIONS
+
+# What links two alerts, per alert; case_id is NULL for an alert not yet in a case.
+LINK_COLUMNS = (
+    "transaction_id",
+    "paid_at",
+    "beneficiary_id",
+    "account_id",
+    "agent_id",
+    "phone_hash",
+    "enrolled_by",
+    "enrolled_on",
+    "case_id",
+)
+_LINK_FIELDS = (
+    "t.transaction_id",
+    "t.paid_at",
+    "t.beneficiary_id",
+    "t.account_id",
+    "t.agent_id",
+    "b.phone_hash",
+    "b.enrolled_by",
+    "b.enrolled_on",
+    "ac.case_id",
+)
+
+
+def _alerts_sql(extra: str) -> str:
+    return (
+        f"SELECT {', '.join(_LINK_FIELDS)} FROM {SCORES} s "
+        f"JOIN {TRANSACTIONS} t ON t.transaction_id = s.transaction_id "
+        f"JOIN {BENEFICIARIES} b ON b.beneficiary_id = t.beneficiary_id "
+        f"LEFT JOIN {ALERT_CASES} ac ON ac.model_version = s.model_version "
+        "AND ac.transaction_id = s.transaction_id "
+        f"WHERE s.model_version = ? AND s.is_alert = 1{extra}"
+    )
+
+
+def has_unlinked_alerts(conn, version: str) -> bool:
+    """True when some alert of this model version is in no case yet."""
+    sql = _alerts_sql(" AND ac.case_id IS NULL") + " LIMIT 1"
+    return conn.execute(sql, (version,)).fetchone() is not None
+
+
+def alerts_for_linking(conn, version: str) -> list[tuple]:
+    """Every alert of a model version with what links it (LINK_COLUMNS), by transaction id."""
+    return [tuple(r) for r in conn.execute(_alerts_sql(" ORDER BY t.transaction_id"), (version,))]
+
+
+def assign_alert_cases(conn, version: str, memberships) -> None:
+    """Put alerts in cases: (transaction_id, case_id) pairs, new or moved by a merge."""
+    conn.executemany(
+        f"INSERT INTO {ALERT_CASES} (model_version, transaction_id, case_id) VALUES (?, ?, ?) "
+        "ON CONFLICT (model_version, transaction_id) DO UPDATE SET case_id = excluded.case_id",
+        [(version, tid, case) for tid, case in memberships],
+    )
+
+
+def alert_case_members(conn, version: str) -> list[tuple]:
+    """(transaction_id, case_id) of every alert of a model version that is in a case."""
+    sql = f"SELECT transaction_id, case_id FROM {ALERT_CASES} WHERE model_version = ?"
+    return [tuple(r) for r in conn.execute(sql, (version,))]
