@@ -1,53 +1,15 @@
 """AppTest checks of every dashboard page: login gate, roles, filters, triage, empty database."""
 
 import json
-import shutil
 import sqlite3
 
 import pytest
-from conftest import ROOT
-from streamlit.testing.v1 import AppTest
+from conftest import VIEWS, add_accounts, login, open_dashboard
 
 from schemewatch import store, triage, users
 
-PASSWORD = "a long enough secret"
-VIEWS = "schemewatch/dashboard/views"
-
-
-@pytest.fixture
-def site(scored_template, tmp_path, monkeypatch):
-    """A private copy of the scored database, its models and three accounts (not audited)."""
-    db, models = scored_template
-    shutil.copy(db, tmp_path / "transactions.db")
-    shutil.copytree(models, tmp_path / "modeling")
-    add_accounts(tmp_path / "transactions.db")
-    monkeypatch.setenv("SCHEMEWATCH_DB", str(tmp_path / "transactions.db"))
-    monkeypatch.setenv("SCHEMEWATCH_MODEL_DIR", str(tmp_path / "modeling"))
-    monkeypatch.setenv("SCHEMEWATCH_CREDENTIALS", str(tmp_path / "no-credentials.yaml"))
-    return tmp_path
-
-
-def add_accounts(db_path) -> None:
-    """asha (auditor), ravi (supervisor) and meera (admin), added by the actor 'setup'."""
-    conn = store.open_database(db_path)
-    for name, role in (("asha", "auditor"), ("ravi", "supervisor"), ("meera", "admin")):
-        users.add_user(conn, name, role, PASSWORD, actor="setup")
-    conn.close()
-
-
-def _app() -> AppTest:
-    app = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=90)
-    app.run()
-    return app
-
-
-def _login(username: str, password: str = PASSWORD) -> AppTest:
-    app = _app()
-    app.text_input[0].input(username)
-    app.text_input[1].input(password)
-    app.button[0].click()
-    app.run()
-    return app
+_app = open_dashboard
+_login = login
 
 
 def _audit_actions(site) -> list[str]:

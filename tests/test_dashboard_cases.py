@@ -5,16 +5,11 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-import test_dashboard
-from test_dashboard import VIEWS, _case_members, _login
+from conftest import VIEWS
+from conftest import login as _login
+from test_dashboard import _case_members
 
 from schemewatch import modeling, store, triage
-
-
-@pytest.fixture
-def site(scored_template, tmp_path, monkeypatch):
-    """The scored site of test_dashboard: its database, models and three accounts."""
-    return test_dashboard.site.__wrapped__(scored_template, tmp_path, monkeypatch)
 
 
 def _largest_case(site) -> tuple[int, list[int]]:

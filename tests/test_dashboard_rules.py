@@ -3,7 +3,9 @@
 import sqlite3
 
 import pytest
-from test_dashboard import VIEWS, _app, _login, site  # noqa: F401  (site is a fixture)
+from conftest import VIEWS
+from conftest import login as _login
+from conftest import open_dashboard as _app
 
 from schemewatch import rules, store
 
@@ -28,7 +30,7 @@ def _add(site_path, name: str, expression: str) -> None:
     conn.close()
 
 
-def test_the_rules_page_shows_nothing_before_login(site):  # noqa: F811
+def test_the_rules_page_shows_nothing_before_login(site):
     _add(site, "far pensions", "km_from_home > 500")
     app = _app()
     app.switch_page(PAGE)
@@ -38,7 +40,7 @@ def test_the_rules_page_shows_nothing_before_login(site):  # noqa: F811
     assert not app.dataframe and not app.code
 
 
-def test_an_auditor_sees_the_rules_and_no_way_to_change_them(site):  # noqa: F811
+def test_an_auditor_sees_the_rules_and_no_way_to_change_them(site):
     _add(site, "far pensions", 'km_from_home > 500 and scheme == "OLD_AGE_PENSION"')
     app = _rules_page("asha")
     assert app.title[0].value == "Rules"
@@ -51,7 +53,7 @@ def test_an_auditor_sees_the_rules_and_no_way_to_change_them(site):  # noqa: F81
 
 
 @pytest.mark.parametrize("username", ["ravi", "meera"])
-def test_a_supervisor_or_admin_adds_backtests_and_switches_on_a_rule(site, username):  # noqa: F811
+def test_a_supervisor_or_admin_adds_backtests_and_switches_on_a_rule(site, username):
     app = _rules_page(username)
     app.text_input(key="rule_new_name").input("far pensions")
     app.text_area(key="rule_new_expression").input(
@@ -83,7 +85,7 @@ def test_a_supervisor_or_admin_adds_backtests_and_switches_on_a_rule(site, usern
     assert conn.execute("SELECT enabled FROM rules").fetchone() == (1,)
 
 
-def test_a_bad_expression_is_one_clear_error_on_the_page(site):  # noqa: F811
+def test_a_bad_expression_is_one_clear_error_on_the_page(site):
     app = _rules_page("ravi")
     app.text_input(key="rule_new_name").input("typo")
     app.text_area(key="rule_new_expression").input("km_form_home > 500")
@@ -95,14 +97,14 @@ def test_a_bad_expression_is_one_clear_error_on_the_page(site):  # noqa: F811
     assert "km\\_from\\_home" in error.value  # escaped like all data on the pages
 
 
-def test_a_hostile_rule_name_is_shown_as_text(site):  # noqa: F811
+def test_a_hostile_rule_name_is_shown_as_text(site):
     _add(site, "![x](http://evil.example/i.png)", "amount > 1")
     app = _rules_page("ravi")
     assert not app.exception
     assert "![x](http" not in app.subheader[0].value
 
 
-def test_the_alert_queue_can_say_which_alerts_came_from_the_model(site):  # noqa: F811
+def test_the_alert_queue_can_say_which_alerts_came_from_the_model(site):
     from schemewatch import modeling
     from schemewatch.dashboard import data
 
@@ -114,7 +116,7 @@ def test_the_alert_queue_can_say_which_alerts_came_from_the_model(site):  # noqa
     }
 
 
-def test_an_edit_on_the_page_is_a_new_version_switched_off(site):  # noqa: F811
+def test_an_edit_on_the_page_is_a_new_version_switched_off(site):
     _add(site, "big", "amount > 5000")
     conn = store.open_database(site / "transactions.db")
     first, last = store.paid_at_range(conn)

@@ -4,14 +4,12 @@ as text, and the audit trail's status."""
 import html
 import json
 import re
-import shutil
 import sqlite3
 
 import pytest
-from conftest import ROOT
+from conftest import VIEWS, login
 from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
-from test_dashboard import PASSWORD, VIEWS, add_accounts
 
 from schemewatch import modeling, store, triage
 from schemewatch.dashboard.formatting import escape_markdown
@@ -24,26 +22,8 @@ HOSTILE_USER = "[boss](http://phish.example)"
 RENDER = MarkdownIt("commonmark").enable(["table", "strikethrough"])
 
 
-@pytest.fixture
-def site(scored_template, tmp_path, monkeypatch):
-    """A private copy of the scored database and models with test_dashboard's three accounts."""
-    db, models = scored_template
-    shutil.copy(db, tmp_path / "transactions.db")
-    shutil.copytree(models, tmp_path / "modeling")
-    add_accounts(tmp_path / "transactions.db")
-    monkeypatch.setenv("SCHEMEWATCH_DB", str(tmp_path / "transactions.db"))
-    monkeypatch.setenv("SCHEMEWATCH_MODEL_DIR", str(tmp_path / "modeling"))
-    monkeypatch.setenv("SCHEMEWATCH_CREDENTIALS", str(tmp_path / "no-credentials.yaml"))
-    return tmp_path
-
-
 def _alerts_page(username: str) -> AppTest:
-    app = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=90)
-    app.run()
-    app.text_input[0].input(username)
-    app.text_input[1].input(PASSWORD)
-    app.button[0].click()
-    app.run()
+    app = login(username)
     app.switch_page(f"{VIEWS}/alerts.py")
     app.run()
     assert not app.exception

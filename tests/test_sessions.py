@@ -1,48 +1,28 @@
 """Open dashboard sessions are re-checked on every run: account changes made elsewhere, idle and
 absolute lifetimes, the re-login cookie, logout, and permissions from the current role."""
 
-import shutil
 import sqlite3
 import tomllib
 from dataclasses import replace
 
 import jwt
 import pytest
-from conftest import ROOT
+from conftest import PASSWORD, ROOT, make_site
+from conftest import login as _login
 from streamlit.testing.v1 import AppTest
 
 from schemewatch import sessions, store, triage, users
 from schemewatch.dashboard import auth
 from schemewatch.settings import load_settings
 
-PASSWORD = "a long enough secret"
 LIMITS = sessions.Lifetimes()
 
 
 @pytest.fixture
 def site(scored_template, tmp_path, monkeypatch):
-    """A private copy of the scored database and its models, with a supervisor and an admin."""
-    db, models = scored_template
-    shutil.copy(db, tmp_path / "transactions.db")
-    shutil.copytree(models, tmp_path / "modeling")
-    conn = store.open_database(tmp_path / "transactions.db")
-    users.add_user(conn, "ravi", "supervisor", PASSWORD, actor="setup")
-    users.add_user(conn, "meera", "admin", PASSWORD, actor="setup")
-    conn.close()
-    monkeypatch.setenv("SCHEMEWATCH_DB", str(tmp_path / "transactions.db"))
-    monkeypatch.setenv("SCHEMEWATCH_MODEL_DIR", str(tmp_path / "modeling"))
-    monkeypatch.setenv("SCHEMEWATCH_CREDENTIALS", str(tmp_path / "no-credentials.yaml"))
-    return tmp_path
-
-
-def _login(username: str, password: str = PASSWORD) -> AppTest:
-    app = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=90)
-    app.run()
-    app.text_input[0].input(username)
-    app.text_input[1].input(password)
-    app.button[0].click()
-    app.run()
-    return app
+    """The scored site with a supervisor and an admin only."""
+    accounts = (("ravi", "supervisor"), ("meera", "admin"))
+    return make_site(scored_template, tmp_path, monkeypatch, accounts)
 
 
 def _on_login_form(app: AppTest) -> bool:
