@@ -11,7 +11,7 @@ PORT ?= 8501
 DEMO_TRANSACTIONS ?= 200000
 DEMO_RATE ?= 20
 
-.PHONY: demo test test-fast lint format bench bench-quality bench-feedback clean-venv
+.PHONY: demo test test-fast lint format bench bench-quality bench-feedback bench-cases bench-scale clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,13 @@ bench-quality: $(STAMP)
 bench-feedback: $(STAMP)
 	$(BIN)/python bench/bench_feedback.py --seed 1
 	$(BIN)/python bench/bench_feedback.py --seed 2
+
+bench-cases: $(STAMP)
+	$(BIN)/python bench/bench_cases.py --seed 1
+	$(BIN)/python bench/bench_cases.py --seed 2
+
+bench-scale: $(STAMP)
+	$(BIN)/python bench/bench_scale.py --rows 1000000 3000000 10000000
 
 clean-venv:
 	rm -rf $(VENV)
