@@ -49,7 +49,8 @@ def bench_training(db: Path, models: Path, transactions: int) -> None:
 
 def bench_backfill(db: Path, models: Path) -> None:
     monitor = Monitor(db, models)
-    monitor._ensure_model()  # loading TensorFlow and the model is start-up, not backfill
+    # Loading TensorFlow and the model is start-up, not backfill.
+    monitor._ensure_model(modeling.current_version(models))
     started = time.perf_counter()
     scored = 0
     while result := monitor.tick():

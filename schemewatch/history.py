@@ -171,22 +171,27 @@ def _isin(column: pd.Series, values: pa.Array) -> np.ndarray:
 def read_chunks(db_path: Path, after_id: int, through_id: int, size: int):
     """Transactions after_id < id <= through_id in id order, `size` ids at a time.
 
-    The next chunk is already being read (in a child process for large chunks) while the
-    caller works on this one.
+    The first chunk starts being read at once (in a child process for large chunks), and the
+    next chunk is already being read while the caller works on this one.
     """
-    starts = range(after_id, through_id, max(size, 1))
-    pending = None
+    starts = iter(range(after_id, through_id, max(size, 1)))
+    first = next(starts, None)
+    if first is None:
+        return iter(())
+    pending = store.start_transactions_read(db_path, first, min(first + size, through_id))
+    return _chunks_after(pending, db_path, starts, through_id, size)
+
+
+def _chunks_after(pending, db_path: Path, starts, through_id: int, size: int):
     for start in starts:
         following = store.start_transactions_read(db_path, start, min(start + size, through_id))
-        if pending is not None:
-            rows = pending()
-            if len(rows):
-                yield rows
-        pending = following
-    if pending is not None:
         rows = pending()
         if len(rows):
             yield rows
+        pending = following
+    rows = pending()
+    if len(rows):
+        yield rows
 
 
 def needed_history(conn, tail: Tail, batch: pd.DataFrame, through_id: int) -> pd.DataFrame | None:

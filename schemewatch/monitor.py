@@ -58,8 +58,7 @@ class Monitor:
         self.tail = history.Tail()
         self.tail_through = -1
 
-    def _ensure_model(self) -> modeling.LoadedModel:
-        version = modeling.current_version(self.model_dir)
+    def _ensure_model(self, version: str) -> modeling.LoadedModel:
         if self.model is None or self.model.version != version:
             self.model = modeling.load_model(self.model_dir, version)
             self.tail_through = -1  # rebuild history for the new version's cursor
@@ -79,23 +78,40 @@ class Monitor:
 
     def tick(self) -> TickResult:
         """Score the next pending transactions (at most batch_size), chunk by chunk."""
-        model = self._ensure_model()
-        self.rules.refresh(self.conn)
-        cursor = store.scored_through(self.conn, model.version)
+        version = modeling.current_version(self.model_dir)
+        cursor = store.scored_through(self.conn, version)
         last = store.last_transaction_id(self.conn)
-        self._prepare_history(cursor)  # also: be ready before the first new row arrives
         if last <= cursor:
-            return TickResult(0, 0, model.version, 0)
+            self._get_ready(version, cursor)  # be ready before the first new row arrives
+            return TickResult(0, 0, version, 0)
         through = min(last, cursor + self.batch_size)
-        chunks = history.read_chunks(self.db_path, cursor, through, self.chunk_size)
-        registry = None
-        if min(through - cursor, self.chunk_size) > FULL_REGISTRY_ROWS:
-            registry = modeling.load_registry(self.conn)  # meanwhile the read runs in a child
-        scored = alerts = 0
         # One chunk is scored and written on the writing thread (with its own connection: a
         # connection stays in its thread) while the next chunk's features are computed here.
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writing")
         connection = writer.submit(store.connect, self.db_path).result()
+        try:
+            # The first chunk is read in a child (and, for a backfill, the whole registry on the
+            # writing thread, SQLite letting go of the interpreter) while the model loads here.
+            chunks = history.read_chunks(self.db_path, cursor, through, self.chunk_size)
+            registry = None
+            if min(through - cursor, self.chunk_size) > FULL_REGISTRY_ROWS:
+                registry = writer.submit(modeling.load_registry, connection)
+            model = self._get_ready(version, cursor)
+            registry = registry.result() if registry is not None else None
+            return self._score_chunks(chunks, registry, model, writer, connection, last, through)
+        finally:
+            writer.submit(connection.close).result()
+            writer.shutdown(wait=True, cancel_futures=True)
+
+    def _get_ready(self, version: str, cursor: int) -> modeling.LoadedModel:
+        model = self._ensure_model(version)
+        self.rules.refresh(self.conn)
+        self._prepare_history(cursor)
+        return model
+
+    def _score_chunks(self, chunks, registry, model, writer, connection, last, through):
+        """Features here, scores and writes on the writing thread, chunk by chunk."""
+        scored = alerts = 0
         writing = None
         try:
             for batch in chunks:
@@ -111,9 +127,10 @@ class Monitor:
                 self.tail_through = int(batch["transaction_id"].max())
             if writing is not None:
                 alerts += writing.result()
+                writing = None
         finally:
-            writer.submit(connection.close).result()
-            writer.shutdown(wait=True, cancel_futures=True)
+            if writing is not None:
+                writing.exception()  # let the write in flight end before the connection closes
         linking.link_new_alerts(self.conn, model.version)  # cases: linked alerts together
         return TickResult(scored, alerts, model.version, last - through)
 
