@@ -202,9 +202,3 @@ def record_download(conn, user: str, filters: dict, rows: int) -> None:
         store.append_audit(
             conn, user, "download", None, None, str(rows), json.dumps(filters, default=str)
         )
-
-
-def record_login(conn, user: str, succeeded: bool) -> None:
-    """Audit a login attempt."""
-    with store.write_transaction(conn):
-        store.append_audit(conn, user, "login" if succeeded else "login failed")

@@ -112,16 +112,6 @@ def typology_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return {typology: count for typology, count in rows}
 
 
-def existing_beneficiary_ids(conn: sqlite3.Connection, ids: Iterable[str]) -> set[str]:
-    """Which of these beneficiary ids are already registered."""
-    return _existing(conn, BENEFICIARIES, "beneficiary_id", ids)
-
-
-def existing_external_ids(conn: sqlite3.Connection, ids: Iterable[str]) -> set[str]:
-    """Which of these external transaction ids are already stored."""
-    return _existing(conn, TRANSACTIONS, "external_id", ids)
-
-
 # The fields that identify a payment when an extract is imported again (in this order): every
 # ingested field but the ids, the home place and the ingest time.
 PAYMENT_IDENTITY_COLUMNS = TRANSACTION_COLUMNS[2:12]
@@ -152,17 +142,6 @@ def _identities(
         marks = ", ".join("?" for _ in chunk)
         sql = f"SELECT {columns} FROM {TRANSACTIONS} WHERE {key} IN ({marks})"
         found.update({row[0]: tuple(row[1:]) for row in conn.execute(sql, chunk)})
-    return found
-
-
-def _existing(conn: sqlite3.Connection, table: str, column: str, values: Iterable[str]) -> set:
-    values = list(dict.fromkeys(values))
-    found: set = set()
-    for start in range(0, len(values), 500):
-        chunk = values[start : start + 500]
-        marks = ", ".join("?" for _ in chunk)
-        sql = f"SELECT {column} FROM {table} WHERE {column} IN ({marks})"
-        found.update(row[0] for row in conn.execute(sql, chunk))
     return found
 
 
