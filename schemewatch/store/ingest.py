@@ -26,6 +26,7 @@ from schemewatch.store.schema import (
     TRANSACTIONS_NOT_REPLACED,
     _create_indexes,
     _insert_sql,
+    rows_by_ids,
 )
 
 
@@ -134,30 +135,18 @@ def stored_payments_by_transaction_id(
 def _identities(
     conn: sqlite3.Connection, key: str, values: Iterable, extra: tuple[str, ...] = ()
 ) -> dict:
-    values = list(dict.fromkeys(values))
     columns = ", ".join((key, *extra, *PAYMENT_IDENTITY_COLUMNS))
-    found: dict = {}
-    for start in range(0, len(values), 500):
-        chunk = values[start : start + 500]
-        marks = ", ".join("?" for _ in chunk)
-        sql = f"SELECT {columns} FROM {TRANSACTIONS} WHERE {key} IN ({marks})"
-        found.update({row[0]: tuple(row[1:]) for row in conn.execute(sql, chunk)})
-    return found
+    template = f"SELECT {columns} FROM {TRANSACTIONS} WHERE {key} IN ({{marks}})"
+    return {row[0]: row[1:] for row in rows_by_ids(conn, template, values)}
 
 
 def beneficiary_homes(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, tuple]:
     """Home state and district of each registered beneficiary among `ids`."""
-    ids = list(dict.fromkeys(ids))
-    homes: dict[str, tuple] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ", ".join("?" for _ in chunk)
-        sql = (
-            f"SELECT beneficiary_id, state, district FROM {BENEFICIARIES} "
-            f"WHERE beneficiary_id IN ({marks})"
-        )
-        homes.update({row[0]: (row[1], row[2]) for row in conn.execute(sql, chunk)})
-    return homes
+    template = (
+        f"SELECT beneficiary_id, state, district FROM {BENEFICIARIES} "
+        "WHERE beneficiary_id IN ({marks})"
+    )
+    return {row[0]: row[1:] for row in rows_by_ids(conn, template, ids)}
 
 
 @dataclass(frozen=True)

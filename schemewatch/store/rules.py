@@ -18,6 +18,7 @@ from schemewatch.store.schema import (
     TRANSACTIONS,
     _insert_sql,
     now,
+    rows_by_ids,
 )
 
 _RULE_FIELDS = (
@@ -123,22 +124,19 @@ def rule_hits(conn, model_version: str) -> list[tuple]:
 
 def alert_sources(conn, model_version: str, transaction_ids) -> dict[int, tuple[bool, list]]:
     """Per alert: (did the model flag it, names of the rules that hit it) for one model version."""
+    template = (
+        f"SELECT s.transaction_id, s.score > s.threshold, r.name FROM {SCORES} s "
+        f"LEFT JOIN {RULE_HITS} h ON h.model_version = s.model_version "
+        "AND h.transaction_id = s.transaction_id "
+        f"LEFT JOIN {RULES} r ON r.rule_id = h.rule_id "
+        "WHERE s.model_version = ? AND s.transaction_id IN ({marks}) ORDER BY r.name"
+    )
+    ids = [int(i) for i in transaction_ids]
     out: dict[int, tuple[bool, list]] = {}
-    ids = [int(i) for i in dict.fromkeys(transaction_ids)]
-    for start in range(0, len(ids), 900):
-        chunk = ids[start : start + 900]
-        marks = ", ".join("?" for _ in chunk)
-        sql = (
-            f"SELECT s.transaction_id, s.score > s.threshold, r.name FROM {SCORES} s "
-            f"LEFT JOIN {RULE_HITS} h ON h.model_version = s.model_version "
-            "AND h.transaction_id = s.transaction_id "
-            f"LEFT JOIN {RULES} r ON r.rule_id = h.rule_id "
-            f"WHERE s.model_version = ? AND s.transaction_id IN ({marks}) ORDER BY r.name"
-        )
-        for transaction_id, by_model, name in conn.execute(sql, (model_version, *chunk)):
-            model, names = out.setdefault(transaction_id, (bool(by_model), []))
-            if name is not None:
-                names.append(name)
+    for transaction_id, by_model, name in rows_by_ids(conn, template, ids, (model_version,)):
+        _, names = out.setdefault(transaction_id, (bool(by_model), []))
+        if name is not None:
+            names.append(name)
     return out
 
 
@@ -158,34 +156,24 @@ def transactions_before(path: Path | str, end: int):
 
 def districts_of(conn, transaction_ids) -> dict[int, str]:
     """The district of each given transaction (the scoring read does not carry it)."""
-    ids = [int(i) for i in dict.fromkeys(transaction_ids)]
-    out: dict[int, str] = {}
-    for start in range(0, len(ids), 900):
-        chunk = ids[start : start + 900]
-        sql = (
-            f"SELECT transaction_id, district FROM {TRANSACTIONS} "
-            f"WHERE transaction_id IN ({', '.join('?' for _ in chunk)})"
-        )
-        out.update((row[0], row[1]) for row in conn.execute(sql, chunk))
-    return out
+    template = (
+        f"SELECT transaction_id, district FROM {TRANSACTIONS} WHERE transaction_id IN ({{marks}})"
+    )
+    return dict(rows_by_ids(conn, template, [int(i) for i in transaction_ids]))
 
 
 def backtest_labels(conn, model_version: str | None, transaction_ids) -> list[tuple]:
     """(transaction_id, model alert 0/1/None, disposition, ground-truth typology) per id."""
-    ids = [int(i) for i in dict.fromkeys(transaction_ids)]
-    rows: list[tuple] = []
-    for start in range(0, len(ids), 900):
-        chunk = ids[start : start + 900]
-        sql = (
-            "SELECT t.transaction_id, s.score > s.threshold, c.disposition, g.typology "
-            f"FROM {TRANSACTIONS} t LEFT JOIN {SCORES} s ON s.transaction_id = t.transaction_id "
-            "AND s.model_version = ? "
-            f"LEFT JOIN {CASES} c ON c.transaction_id = t.transaction_id "
-            f"LEFT JOIN {GROUND_TRUTH} g ON g.transaction_id = t.transaction_id "
-            f"WHERE t.transaction_id IN ({', '.join('?' for _ in chunk)})"
-        )
-        rows.extend(tuple(row) for row in conn.execute(sql, (model_version or "", *chunk)))
-    return rows
+    template = (
+        "SELECT t.transaction_id, s.score > s.threshold, c.disposition, g.typology "
+        f"FROM {TRANSACTIONS} t LEFT JOIN {SCORES} s ON s.transaction_id = t.transaction_id "
+        "AND s.model_version = ? "
+        f"LEFT JOIN {CASES} c ON c.transaction_id = t.transaction_id "
+        f"LEFT JOIN {GROUND_TRUTH} g ON g.transaction_id = t.transaction_id "
+        "WHERE t.transaction_id IN ({marks})"
+    )
+    ids = [int(i) for i in transaction_ids]
+    return rows_by_ids(conn, template, ids, (model_version or "",))
 
 
 def period_counts(conn, start: int, end: int) -> dict:

@@ -655,6 +655,20 @@ def _insert_sql(table: str, columns: tuple[str, ...], verb: str = "INSERT") -> s
     return f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
 
 
+def rows_by_ids(conn: sqlite3.Connection, template: str, ids, leading: tuple = ()) -> list[tuple]:
+    """Rows of `template` (with `{marks}` where the IN list goes) for many ids, 900 at a time.
+
+    `leading` are the parameters bound before the ids. Duplicate ids are asked for once.
+    """
+    ids = list(dict.fromkeys(ids))
+    rows: list[tuple] = []
+    for start in range(0, len(ids), 900):
+        chunk = ids[start : start + 900]
+        sql = template.format(marks=", ".join("?" for _ in chunk))
+        rows.extend(tuple(r) for r in conn.execute(sql, (*leading, *chunk)))
+    return rows
+
+
 def now() -> float:
     """Wall-clock unix seconds, the one clock ingestion uses."""
     return time.time()

@@ -18,6 +18,7 @@ from schemewatch.store.schema import (
     TRANSACTIONS,
     _insert_sql,
     connect,
+    rows_by_ids,
     write_transaction,
 )
 
@@ -153,8 +154,8 @@ def earlier_transactions(
         f"SELECT {columns} FROM {TRANSACTIONS} INDEXED BY idx_transactions_agent_paid_at "
         "WHERE transaction_id <= ? AND paid_at >= ? AND agent_id IN ({marks})"
     )
-    rows = _by_ids(conn, by_beneficiary, beneficiary_ids, (through_id,))
-    rows += _by_ids(conn, by_agent, agent_ids, (through_id, agents_since))
+    rows = rows_by_ids(conn, by_beneficiary, beneficiary_ids, (through_id,))
+    rows += rows_by_ids(conn, by_agent, agent_ids, (through_id, agents_since))
     frame = pd.DataFrame.from_records(rows, columns=[*SCORING_COLUMNS, "state"])
     return frame.drop_duplicates("transaction_id").sort_values("transaction_id")
 
@@ -189,7 +190,7 @@ def registry_context(conn: sqlite3.Connection, beneficiary_ids=None) -> list[tup
     """Home, death and enrolment context per beneficiary (all, or only those given)."""
     if beneficiary_ids is None:
         return [tuple(r) for r in conn.execute(_REGISTRY_CONTEXT)]
-    return _by_ids(
+    return rows_by_ids(
         conn, _REGISTRY_CONTEXT + " WHERE b.beneficiary_id IN ({marks})", beneficiary_ids
     )
 
@@ -199,17 +200,7 @@ def entitlements(conn: sqlite3.Connection, beneficiary_ids=None) -> list[tuple]:
     sql = f"SELECT beneficiary_id, scheme, entitlement FROM {ENROLMENTS}"
     if beneficiary_ids is None:
         return [tuple(r) for r in conn.execute(sql)]
-    return _by_ids(conn, sql + " WHERE beneficiary_id IN ({marks})", beneficiary_ids)
-
-
-def _by_ids(conn: sqlite3.Connection, template: str, ids, leading: tuple = ()) -> list[tuple]:
-    ids = list(dict.fromkeys(ids))
-    rows: list[tuple] = []
-    for start in range(0, len(ids), 900):
-        chunk = ids[start : start + 900]
-        sql = template.format(marks=", ".join("?" for _ in chunk))
-        rows.extend(tuple(r) for r in conn.execute(sql, (*leading, *chunk)))
-    return rows
+    return rows_by_ids(conn, sql + " WHERE beneficiary_id IN ({marks})", beneficiary_ids)
 
 
 def scored_through(conn: sqlite3.Connection, model_version: str) -> int:
