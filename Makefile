@@ -21,13 +21,13 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	@test -f $(DB) || $(BIN)/python generate_database.py --db $(DB) \
+	@$(BIN)/python generate_database.py --if-empty --db '$(DB)' \
 		--transactions $(DEMO_TRANSACTIONS) --seed 42 --end-date $$(date +%F)
-	@$(BIN)/python train.py --if-needed --db $(DB) --model-dir $(MODEL_DIR)
-	@$(BIN)/python -m schemewatch users list --db $(DB) --credentials $(CREDENTIALS) | grep -q . \
+	@$(BIN)/python train.py --if-needed --db '$(DB)' --model-dir $(MODEL_DIR)
+	@$(BIN)/python -m schemewatch users list --db '$(DB)' --credentials $(CREDENTIALS) | grep -q . \
 		|| $(BIN)/python -m schemewatch users add demo --role supervisor \
-		--name "Demo auditor" --random-password --db $(DB)
-	$(BIN)/python -m schemewatch.demo --db $(DB) --model-dir $(MODEL_DIR) \
+		--name "Demo auditor" --random-password --db '$(DB)'
+	$(BIN)/python -m schemewatch.demo --db '$(DB)' --model-dir $(MODEL_DIR) \
 		--credentials $(CREDENTIALS) --port $(PORT) --rate $(DEMO_RATE)
 
 test: $(STAMP)

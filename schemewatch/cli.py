@@ -34,14 +34,25 @@ def friendly_errors(command):
 
 
 def db_option(command):
-    """--db PATH, defaulting to settings (SCHEMEWATCH_DB or transactions.db)."""
+    """--db PATH|URL, defaulting to settings (SCHEMEWATCH_DB or transactions.db)."""
     return click.option(
         "--db",
         "db_path",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=DatabaseLocation(),
         default=None,
-        help="SQLite database file [default: transactions.db]",
+        help="SQLite database file or postgresql://user@host/dbname [default: transactions.db]",
     )(command)
+
+
+class DatabaseLocation(click.ParamType):
+    """A SQLite file path or a postgresql:// URL."""
+
+    name = "PATH|URL"
+
+    def convert(self, value, param, ctx):
+        from schemewatch.store.engine import locate
+
+        return locate(value)
 
 
 def model_dir_option(command):
@@ -52,6 +63,12 @@ def model_dir_option(command):
         default=None,
         help="Folder of trained models [default: modeling/]",
     )(command)
+
+
+def store_is_postgres(location) -> bool:
+    from schemewatch.store.engine import is_postgres_url
+
+    return is_postgres_url(location)
 
 
 def settings_for(db_path: Path | None, model_dir: Path | None = None) -> Settings:
@@ -83,9 +100,14 @@ def cli():
     help="Last day (exclusive) of the generated year [default: 2026-10-31].",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--if-empty",
+    is_flag=True,
+    help="Do nothing (and succeed) when the database already holds data, e.g. for `make demo`.",
+)
 @db_option
 @friendly_errors
-def generate(transactions, seed, anomaly_rate, end_date, quiet, db_path):
+def generate(transactions, seed, anomaly_rate, end_date, quiet, if_empty, db_path):
     """Fill a new database with a year of synthetic scheme payments and labelled fraud."""
     from tqdm import tqdm
 
@@ -94,6 +116,9 @@ def generate(transactions, seed, anomaly_rate, end_date, quiet, db_path):
     settings = settings_for(db_path)
     conn = store.open_database(settings.db_path, busy_timeout_ms=settings.busy_timeout_ms)
     end = end_date.date() if end_date else generator.DEFAULT_END_DATE
+    if if_empty and not generator.is_empty(conn):
+        click.echo(f"{settings.db_path} already holds data; nothing generated.")
+        return
     generator.check_empty(conn)
     if not quiet:
         click.echo(f"Building beneficiaries and a year of payments (seed {seed})...", err=True)
@@ -312,12 +337,30 @@ def train(alert_budget, epochs, seed, sample_rows, if_needed, db_path, model_dir
     show_default=True,
     help="Most rows scored per tick.",
 )
+@click.option(
+    "--claim-rows",
+    type=click.IntRange(min=1, max=100_000),
+    default=50_000,
+    show_default=True,
+    help="PostgreSQL: transactions a worker claims at a time.",
+)
+@click.option(
+    "--claim-seconds",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="PostgreSQL: a claim not done by then is taken over by another worker.",
+)
 @click.option("--quiet", is_flag=True)
 @db_option
 @model_dir_option
 @friendly_errors
-def monitor(once, poll, batch_size, quiet, db_path, model_dir):
-    """Score every new transaction with the current model; pick up new models as they appear."""
+def monitor(once, poll, batch_size, claim_rows, claim_seconds, quiet, db_path, model_dir):
+    """Score every new transaction with the current model; pick up new models as they appear.
+
+    On PostgreSQL any number of these may run, on one machine or many: each claims ranges of
+    pending transactions and every row is scored exactly once.
+    """
     from schemewatch import monitor as monitoring
 
     settings = settings_for(db_path, model_dir)
@@ -329,6 +372,11 @@ def monitor(once, poll, batch_size, quiet, db_path, model_dir):
         poll=poll,
         batch_size=batch_size,
         report=report,
+        **(
+            {"claim_rows": claim_rows, "claim_seconds": claim_seconds}
+            if store_is_postgres(settings.db_path)
+            else {}
+        ),
     )
     click.echo(f"Scored {scored:,} transactions.")
 
@@ -351,6 +399,32 @@ def evaluate(as_json, db_path, model_dir):
         progress=None if as_json else (lambda line: click.echo(line, err=True)),
     )
     click.echo(json.dumps(report, indent=2) if as_json else evaluation.format_table(report))
+
+
+@cli.command(name="copy")
+@click.option("--from", "source", type=DatabaseLocation(), required=True, help="Database to copy.")
+@click.option("--to", "target", type=DatabaseLocation(), required=True, help="New, empty database.")
+@click.option("--quiet", is_flag=True)
+@friendly_errors
+def copy_command(source, target, quiet):
+    """Copy a whole database, e.g. a SQLite file to PostgreSQL, and verify every table.
+
+    Registry, transactions, ground truth, scores, cases, rules, accounts, audit log and summary
+    are copied in one transaction; each table's row count and checksum are then compared, and
+    the copy is written to the target's audit log.
+    """
+    from schemewatch import copying
+
+    report = copying.copy_database(
+        source,
+        target,
+        actor=_operator(),
+        progress=None if quiet else (lambda line: click.echo(line, err=True)),
+    )
+    click.echo(
+        f"Copied {report.rows:,} rows in {len(report.tables)} tables from {source} to {target} "
+        f"in {report.seconds:.1f} s; row counts and checksums verified."
+    )
 
 
 @cli.command()

@@ -112,6 +112,13 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _absolute(db: str) -> str:
+    """A SQLite path made absolute (the children run elsewhere); a postgresql:// URL as given."""
+    if db.startswith(("postgresql://", "postgres://")):
+        return db
+    return str(Path(db).resolve())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--db", default="transactions.db")
@@ -126,7 +133,7 @@ def main() -> None:
     args = parser.parse_args()
     env = {
         **os.environ,
-        "SCHEMEWATCH_DB": str(Path(args.db).resolve()),
+        "SCHEMEWATCH_DB": _absolute(args.db),
         "SCHEMEWATCH_MODEL_DIR": str(Path(args.model_dir).resolve()),
         "SCHEMEWATCH_CREDENTIALS": str(Path(args.credentials).resolve()),
         "TF_CPP_MIN_LOG_LEVEL": "2",

@@ -166,9 +166,17 @@ def generate(
     )
 
 
+def is_empty(conn: sqlite3.Connection) -> bool:
+    """No transactions and no beneficiaries yet."""
+    filled = store.count_rows(conn, store.TRANSACTIONS) or store.count_rows(
+        conn, store.BENEFICIARIES
+    )
+    return not filled
+
+
 def check_empty(conn: sqlite3.Connection) -> None:
     """The generator only fills a new, empty database."""
-    if store.count_rows(conn, store.TRANSACTIONS) or store.count_rows(conn, store.BENEFICIARIES):
+    if not is_empty(conn):
         raise GenerationError("the database already holds data; give a new --db path")
 
 

@@ -194,6 +194,22 @@ def _chunks_after(pending, db_path: Path, starts, through_id: int, size: int):
         yield rows
 
 
+def history_from_store(conn, batch: pd.DataFrame, through_id: int) -> pd.DataFrame | None:
+    """Every earlier row (ids up to through_id) the batch's windows reach, read from the store.
+
+    For a monitor worker scoring a claimed range with no tail of its own.
+    """
+    extra = store.earlier_transactions(
+        conn,
+        through_id=through_id,
+        beneficiary_ids=batch["beneficiary_id"].unique().tolist(),
+        agent_ids=batch["agent_id"].dropna().unique().tolist(),
+        agents_since=int(batch["paid_at"].min()) - AGENT_REACH,
+        account_ids=batch["account_id"].dropna().unique().tolist(),
+    )
+    return features.history_needed(batch, extra)
+
+
 def needed_history(conn, tail: Tail, batch: pd.DataFrame, through_id: int) -> pd.DataFrame | None:
     """Earlier rows (ids up to through_id) the batch's feature windows reach.
 

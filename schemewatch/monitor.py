@@ -9,7 +9,9 @@ A newly trained model (current.json changes) is picked up at the next tick.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ from schemewatch.schemes import DAY, IST_OFFSET_SECONDS
 BACKFILL_BATCH = 2_000_000
 FULL_REGISTRY_ROWS = 50_000
 WRITE_CHUNK = 100_000
+CLAIM_ROWS = 50_000  # ids a worker claims at a time (PostgreSQL)
+CLAIM_SECONDS = 300.0  # a claim not done by then is taken over by another worker
 
 
 @dataclass
@@ -48,7 +52,7 @@ class Monitor:
         batch_size: int = BACKFILL_BATCH,
         chunk_size: int = history.CHUNK_ROWS,
     ):
-        self.db_path = Path(db_path)
+        self.db_path = store.locate(db_path)
         self.model_dir = Path(model_dir)
         self.batch_size = batch_size
         self.chunk_size = chunk_size
@@ -140,7 +144,13 @@ class Monitor:
             people.update(needed["beneficiary_id"].tolist())
         return modeling.load_registry(self.conn, sorted(people))
 
-    def _score_and_write(self, batch: pd.DataFrame, matrix: np.ndarray, model, conn) -> int:
+    def waiting_for_others(self) -> bool:
+        """Whether rows are still being scored by other workers (never, for a lone monitor)."""
+        return False
+
+    def _score_and_write(
+        self, batch: pd.DataFrame, matrix: np.ndarray, model, conn, claim=None
+    ) -> int:
         """Score, explain and store the batch chunk by chunk, each chunk in its own commit.
 
         A helper thread scores and explains the next chunk while this one is being written
@@ -176,11 +186,68 @@ class Monitor:
                     strict=True,
                 )
                 summary = daily.counts(part, is_alert, model.version)
-                store.record_scores(conn, rows, summary, hits)
+                store.record_scores(conn, rows, summary, hits, claim=claim)
                 alerts += int(is_alert.sum())
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         return alerts
+
+
+class ClaimingMonitor(Monitor):
+    """One of several monitor workers sharing a store (PostgreSQL): it scores claimed ranges.
+
+    Each tick claims the next range of ids (or an expired claim of a worker that died), reads the
+    earlier rows its features need from the store, and commits scores, daily summary, rule hits
+    and the claim's completion together (store/claims.py), so every row is scored exactly once
+    however many workers run and whichever of them is killed.
+    """
+
+    def __init__(
+        self,
+        db_path: Path,
+        model_dir: Path,
+        *,
+        claim_rows: int = CLAIM_ROWS,
+        claim_seconds: float = CLAIM_SECONDS,
+        worker: str | None = None,
+    ):
+        claim_rows = min(claim_rows, WRITE_CHUNK)  # one claim, one commit
+        super().__init__(db_path, model_dir, batch_size=claim_rows, chunk_size=claim_rows)
+        self.claim_rows = claim_rows
+        self.claim_seconds = claim_seconds
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+
+    def tick(self) -> TickResult:
+        version = modeling.current_version(self.model_dir)
+        model = self._ensure_model(version)
+        self.rules.refresh(self.conn)
+        claim = store.claim_next_range(
+            self.conn, version, self.worker, self.claim_rows, self.claim_seconds
+        )
+        if claim is None:
+            return TickResult(0, 0, version, 0)
+        batch = store.transactions_for_scoring(self.db_path, claim.first_id - 1, claim.last_id)
+        needed = history.history_from_store(self.conn, batch, claim.first_id - 1)
+        matrix = features.compute_features(batch, self._registry_for(batch, needed), needed)
+        try:
+            alerts = self._score_and_write(batch, matrix, model, self.conn, claim=claim)
+        except store.ClaimLost:  # another worker took the range over; it scores it
+            return TickResult(0, 0, version, store.pending_after_claims(self.conn, version))
+        linking.link_new_alerts(self.conn, model.version)
+        return TickResult(
+            len(batch), alerts, version, store.pending_after_claims(self.conn, version)
+        )
+
+    def waiting_for_others(self) -> bool:
+        version = modeling.current_version(self.model_dir)
+        return store.open_claims(self.conn, version) > 0
+
+
+def new_monitor(db_path, model_dir, *, batch_size: int = BACKFILL_BATCH, **claims) -> Monitor:
+    """A claiming worker on PostgreSQL (several may run), the single monitor on SQLite."""
+    if store.is_postgres_url(db_path):
+        return ClaimingMonitor(db_path, model_dir, **claims)
+    return Monitor(db_path, model_dir, batch_size=batch_size)
 
 
 def _judge(rows: pd.DataFrame, matrix: np.ndarray, model, threshold: float):
@@ -257,9 +324,14 @@ def run(
     poll: float,
     batch_size: int = BACKFILL_BATCH,
     report=None,
+    **claims,
 ) -> int:
-    """Score until nothing is pending (--once) or until Ctrl-C / SIGTERM (live)."""
-    monitor = Monitor(db_path, model_dir, batch_size=batch_size)
+    """Score until nothing is pending (--once) or until Ctrl-C / SIGTERM (live).
+
+    On PostgreSQL this process is one of any number of workers (`claims`: claim_rows,
+    claim_seconds); --once then also waits for ranges other workers hold to be done or expire.
+    """
+    monitor = new_monitor(db_path, model_dir, batch_size=batch_size, **claims)
     scored_total = 0
     previous = signal.signal(signal.SIGTERM, _stop)
     watching = False
@@ -275,7 +347,7 @@ def run(
                     f"scored {result.scored:,} transactions with model {result.model_version}: "
                     f"{result.alerts:,} alerts; {result.pending:,} pending"
                 )
-            if once and result.pending == 0:
+            if once and result.pending == 0 and not monitor.waiting_for_others():
                 break
             if not result.scored:
                 time.sleep(poll)

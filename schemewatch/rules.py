@@ -404,7 +404,7 @@ class EnabledRules:
     """The enabled rules, re-read at every monitor tick, applied to each scored chunk."""
 
     def __init__(self, db_path: Path):
-        self.db_path = Path(db_path)
+        self.db_path = store.locate(db_path)
         self.rules: list[_Compiled] = []
         self.broken: dict[str, str] = {}  # enabled rules this code can no longer parse: why
         self._seen: list[tuple] = []

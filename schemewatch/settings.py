@@ -6,12 +6,16 @@ import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from schemewatch.store.engine import DatabaseURL, locate
+
+_DATABASE = "Path | DatabaseURL"
+
 
 @dataclass(frozen=True)
 class Settings:
     """Paths and knobs every command shares."""
 
-    db_path: Path = Path("transactions.db")
+    db_path: Path | DatabaseURL = Path("transactions.db")  # a SQLite file or postgresql:// URL
     model_dir: Path = Path("modeling")
     # Read once, by the first command or dashboard run after upgrading, then no longer used:
     # accounts live in the database.
@@ -36,9 +40,14 @@ def load_settings(environ: dict | None = None, **overrides) -> Settings:
 
 
 def _coerce(type_name, raw: str):
-    return int(raw) if type_name in ("int", int) else Path(raw)
+    if type_name in ("int", int):
+        return int(raw)
+    # A database is a SQLite file or a postgresql:// URL (store/engine.py).
+    return locate(raw) if type_name == _DATABASE else Path(raw)
 
 
 def _coerce_value(name: str, value):
     field_type = {f.name: f.type for f in fields(Settings)}[name]
-    return _coerce(field_type, str(value)) if not isinstance(value, int | Path) else value
+    if isinstance(value, int | Path | DatabaseURL):
+        return value
+    return _coerce(field_type, str(value))

@@ -39,8 +39,8 @@ class UserError(SchemewatchError):
 
 def open_accounts(db_path: Path) -> sqlite3.Connection:
     """Open an existing database for account work; a missing file is an error, not created."""
-    db_path = Path(db_path)
-    if not db_path.is_file():
+    db_path = store.locate(db_path)
+    if isinstance(db_path, Path) and not db_path.is_file():
         raise DatabaseError(
             f"database {db_path} does not exist; give --db (or SCHEMEWATCH_DB) the database the "
             "dashboard uses, or create it first with generate_database.py or schemewatch import"

@@ -1,4 +1,8 @@
-"""Shared fixtures: small generated databases under tmp_path."""
+"""Shared fixtures: small generated databases under tmp_path or in a throwaway PostgreSQL.
+
+A test module marked `pytestmark = pytest.mark.both_engines` runs each test that uses a database
+fixture twice: on a SQLite file and on a PostgreSQL database in a cluster the session starts.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,72 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
 
+ENGINES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc):
+    if "engine" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_engines"):
+        metafunc.parametrize("engine", ENGINES)
+
+
+@pytest.fixture
+def engine() -> str:
+    """The store engine under test (SQLite unless the module is marked both_engines)."""
+    return "sqlite"
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A throwaway PostgreSQL cluster on a Unix socket; fails (never skips) without the server."""
+    from schemewatch.errors import DatabaseError
+    from schemewatch.throwaway_postgres import ThrowawayCluster
+
+    try:
+        cluster = ThrowawayCluster().start()
+    except DatabaseError as exc:
+        pytest.fail(f"PostgreSQL tests need the server programs: {exc}")
+    yield cluster
+    cluster.stop()
+
+
+def new_database(engine: str, folder: Path, request, name: str = "transactions.db"):
+    """Where a new, empty database of `engine` goes: a file under `folder` or a PostgreSQL URL."""
+    if engine == "sqlite":
+        return folder / name
+    return store.locate(request.getfixturevalue("postgres_cluster").create_database())
+
+
+def copy_database(engine: str, source, folder: Path, request, name: str = "transactions.db"):
+    """A private copy of a template database of `engine`."""
+    if engine == "sqlite":
+        shutil.copy(source, folder / name)
+        return folder / name
+    cluster = request.getfixturevalue("postgres_cluster")
+    return store.locate(cluster.create_database(template=source.name))
+
+
+@pytest.fixture
+def empty_db(engine, tmp_path, request):
+    """A new database location (nothing created yet on SQLite; an empty database on PostgreSQL)."""
+    return new_database(engine, tmp_path, request, "empty.db")
+
+
+def _generated(location) -> None:
+    conn = store.open_database(location)
+    generator.generate(conn, transactions=6_000, seed=7, anomaly_rate=0.02)
+    if not store.is_postgres(conn):
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def generated_template_pg(postgres_cluster):
+    """The generated template in PostgreSQL, built once per test session when asked for."""
+    location = store.locate(postgres_cluster.create_database("template_generated"))
+    _generated(location)
+    return location
+
+
 @pytest.fixture(scope="session")
 def generated_template(tmp_path_factory) -> Path:
     """A 6,000-row generated database, built once per test session."""
@@ -26,11 +96,12 @@ def generated_template(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def generated_db(generated_template, tmp_path) -> Path:
-    """A private copy of the generated database."""
-    path = tmp_path / "transactions.db"
-    shutil.copy(generated_template, path)
-    return path
+def generated_db(engine, tmp_path, request):
+    """A private copy of the generated database (a Path, or a DatabaseURL on PostgreSQL)."""
+    template = request.getfixturevalue(
+        "generated_template" if engine == "sqlite" else "generated_template_pg"
+    )
+    return copy_database(engine, template, tmp_path, request)
 
 
 @pytest.fixture
@@ -41,8 +112,8 @@ def conn(generated_db):
 
 
 @pytest.fixture
-def empty_conn(tmp_path):
-    connection = store.open_database(tmp_path / "empty.db")
+def empty_conn(engine, tmp_path, request):
+    connection = store.open_database(new_database(engine, tmp_path, request, "empty.db"))
     yield connection
     connection.close()
 
@@ -66,6 +137,24 @@ def scored_template(generated_template, tmp_path_factory) -> tuple[Path, Path]:
     return db, models
 
 
+@pytest.fixture(scope="session")
+def scored_template_pg(generated_template_pg, postgres_cluster, tmp_path_factory):
+    """The same in PostgreSQL: the scored template database and its models."""
+    from schemewatch import modeling
+    from schemewatch.detector import AutoencoderConfig
+    from schemewatch.monitor import Monitor
+
+    db = store.locate(
+        postgres_cluster.create_database("scored_template", template=generated_template_pg.name)
+    )
+    models = tmp_path_factory.mktemp("scored_pg") / "modeling"
+    modeling.train(db, models, config=AutoencoderConfig(epochs=3, batch_size=512, seed=1))
+    monitor = Monitor(db, models)
+    monitor.tick()
+    monitor.conn.close()
+    return db, models
+
+
 # -- the dashboard site every AppTest uses ---------------------------------------------------------
 
 PASSWORD = "a long enough secret"
@@ -73,16 +162,29 @@ VIEWS = "schemewatch/dashboard/views"
 ACCOUNTS = (("asha", "auditor"), ("ravi", "supervisor"), ("meera", "admin"))
 
 
-def make_site(scored_template, tmp_path, monkeypatch, accounts=ACCOUNTS) -> Path:
-    """A private copy of the scored database and its models, with accounts added by 'setup'."""
+def make_site(scored_template, tmp_path, monkeypatch, accounts=ACCOUNTS, request=None):
+    """A private copy of the scored database and its models, with accounts added by 'setup'.
+
+    With `request` of a test running on PostgreSQL, the copy is a PostgreSQL database.
+    """
     db, models = scored_template
-    shutil.copy(db, tmp_path / "transactions.db")
+    engine = request.getfixturevalue("engine") if request is not None else "sqlite"
+    if engine != "sqlite":
+        db, models = request.getfixturevalue("scored_template_pg")
+    target = copy_database(engine, db, tmp_path, request)
     shutil.copytree(models, tmp_path / "modeling")
-    add_accounts(tmp_path / "transactions.db", accounts)
-    monkeypatch.setenv("SCHEMEWATCH_DB", str(tmp_path / "transactions.db"))
+    add_accounts(target, accounts)
+    monkeypatch.setenv("SCHEMEWATCH_DB", str(target))
     monkeypatch.setenv("SCHEMEWATCH_MODEL_DIR", str(tmp_path / "modeling"))
     monkeypatch.setenv("SCHEMEWATCH_CREDENTIALS", str(tmp_path / "no-credentials.yaml"))
     return tmp_path
+
+
+def site_db():
+    """The database of the site the current test made (what the dashboard reads)."""
+    import os
+
+    return store.locate(os.environ["SCHEMEWATCH_DB"])
 
 
 def add_accounts(db_path, accounts=ACCOUNTS) -> None:
@@ -96,9 +198,9 @@ def add_accounts(db_path, accounts=ACCOUNTS) -> None:
 
 
 @pytest.fixture
-def site(scored_template, tmp_path, monkeypatch) -> Path:
+def site(scored_template, tmp_path, monkeypatch, request) -> Path:
     """The scored site with asha (auditor), ravi (supervisor) and meera (admin)."""
-    return make_site(scored_template, tmp_path, monkeypatch)
+    return make_site(scored_template, tmp_path, monkeypatch, request=request)
 
 
 def open_dashboard():

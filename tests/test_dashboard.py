@@ -1,12 +1,13 @@
 """AppTest checks of every dashboard page: login gate, roles, filters, triage, empty database."""
 
 import json
-import sqlite3
 
 import pytest
-from conftest import VIEWS, add_accounts, login, open_dashboard
+from conftest import VIEWS, add_accounts, login, open_dashboard, site_db
 
 from schemewatch import store, triage, users
+
+pytestmark = pytest.mark.both_engines
 
 _app = open_dashboard
 _login = login
@@ -14,7 +15,7 @@ _login = login
 
 def _audit_actions(site) -> list[str]:
     """Audited actions after the fixture's set-up."""
-    conn = sqlite3.connect(site / "transactions.db")
+    conn = store.connect(site_db())
     sql = "SELECT action FROM audit_log WHERE actor != 'setup' ORDER BY entry_id"
     return [r[0] for r in conn.execute(sql)]
 
@@ -68,7 +69,7 @@ def test_filters_change_the_figures(site):
     app.multiselect(key="filter_states").select("Bihar")
     app.run()
     bihar = int(app.metric[0].value.replace(",", ""))
-    conn = sqlite3.connect(site / "transactions.db")
+    conn = store.connect(site_db())
     total_bihar = conn.execute("SELECT COUNT(*) FROM transactions WHERE state='Bihar'").fetchone()[
         0
     ]
@@ -102,7 +103,7 @@ def test_triage_saves_the_case_and_writes_the_audit_log(site):
     app.run()
     assert not app.exception
     assert any("audit log" in s.value for s in app.success)
-    conn = sqlite3.connect(site / "transactions.db")
+    conn = store.connect(site_db())
     entries = conn.execute(
         "SELECT actor, action, target, old_value, new_value FROM audit_log "
         "WHERE action LIKE 'case%' ORDER BY entry_id"
@@ -126,7 +127,7 @@ def test_auditors_cannot_confirm_fraud_download_or_read_the_audit_log(site):
     for page in ("audit_log", "users"):  # not even registered for an auditor
         with pytest.raises(ValueError, match="Could not find a navigation page"):
             app.switch_page(f"{VIEWS}/{page}.py")
-    conn = store.open_database(site / "transactions.db")
+    conn = store.open_database(site_db())
     with pytest.raises(triage.NotAllowed):
         triage.update_case(conn, 1, "asha", "auditor", disposition="confirmed_fraud")
 
@@ -139,8 +140,8 @@ def test_supervisors_get_the_download_and_the_audit_log(site):
     assert app.dataframe and not app.exception
 
 
-def test_pages_render_with_an_empty_database(site, monkeypatch, tmp_path):
-    empty = tmp_path / "empty.db"
+def test_pages_render_with_an_empty_database(site, monkeypatch, tmp_path, empty_db):
+    empty = empty_db
     add_accounts(empty)  # accounts live in the database; no payments, no scores
     monkeypatch.setenv("SCHEMEWATCH_DB", str(empty))
     monkeypatch.setenv("SCHEMEWATCH_MODEL_DIR", str(tmp_path / "no-models"))
@@ -164,7 +165,7 @@ def test_admins_manage_accounts_from_the_users_page(site):
     next(b for b in app.button if b.label == "Add").click()
     app.run()
     assert not app.exception and any("kiran" in s.value for s in app.success)
-    conn = store.open_database(site / "transactions.db")
+    conn = store.open_database(site_db())
     assert users.check_password(conn, "kiran", "another long password")
     app.run()  # the new account shows in the lists on the next run
     app.selectbox(key="target_user").set_value("kiran")

@@ -7,6 +7,8 @@ from conftest import PYTHON, ROOT
 from schemewatch import exporter, importer, store
 from schemewatch.errors import ImportRejected
 
+pytestmark = pytest.mark.both_engines
+
 HEADER = "beneficiary_id,scheme,amount,timestamp,latitude,longitude,external_id,label\n"
 GOOD = "B1,PM_KISAN,2000,2025-06-01T10:00:00+05:30,25.6,85.1,X1,\n"
 

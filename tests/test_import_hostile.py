@@ -376,7 +376,7 @@ CASES: dict[str, tuple[str | bytes, Rejected | Imported]] = {
 def snapshot(path) -> dict[str, tuple[int, str]]:
     """Row count and a checksum of the sorted rows of every table."""
     conn = store.connect(path, readonly=True)
-    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    tables = store.table_names(conn)
     result = {}
     for table in tables:
         rows = sorted(repr(tuple(r)) for r in conn.execute(f"SELECT * FROM {table}"))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from schemewatch import linking, store
+
+pytestmark = pytest.mark.both_engines
 
 HOUR = 3_600
 

@@ -4,23 +4,28 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
+import socket
 import subprocess
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PYTHON, ROOT
+from conftest import PYTHON, ROOT, copy_database
 
 from schemewatch import history, modeling, store
 from schemewatch.detector import AutoencoderConfig
 from schemewatch.errors import ModelError
-from schemewatch.monitor import Monitor
+from schemewatch.monitor import ClaimingMonitor, Monitor
 from schemewatch.payments import TYPOLOGIES
+
+pytestmark = pytest.mark.both_engines
 
 FAST = AutoencoderConfig(epochs=3, batch_size=512, seed=1)
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+# On PostgreSQL the monitor is a claiming worker: small claims that a killed worker leaves to
+# expire quickly (SQLite's single monitor accepts and ignores these).
+CLAIMS = ("--claim-rows", "500", "--claim-seconds", "2")
 
 
 @pytest.fixture(scope="module")
@@ -33,21 +38,34 @@ def trained(generated_template, tmp_path_factory):
     return db, folder / "modeling"
 
 
+@pytest.fixture(scope="module")
+def trained_pg(generated_template_pg, postgres_cluster, tmp_path_factory):
+    """The same in PostgreSQL: a template database and a model trained on it."""
+    folder = tmp_path_factory.mktemp("trained_pg")
+    db = store.locate(
+        postgres_cluster.create_database("trained_template", template=generated_template_pg.name)
+    )
+    modeling.train(db, folder / "modeling", config=FAST)
+    return db, folder / "modeling"
+
+
 @pytest.fixture
-def scored_copy(trained, tmp_path):
-    db, models = trained
-    shutil.copy(db, tmp_path / "transactions.db")
+def scored_copy(engine, tmp_path, request):
+    db, models = request.getfixturevalue("trained" if engine == "sqlite" else "trained_pg")
     shutil.copytree(models, tmp_path / "modeling")
-    return tmp_path / "transactions.db", tmp_path / "modeling"
+    return copy_database(engine, db, tmp_path, request), tmp_path / "modeling"
 
 
 def _scores(db):
-    conn = sqlite3.connect(db)
+    conn = store.connect(db)
     try:
-        return conn.execute(
-            "SELECT model_version, COUNT(*), COUNT(DISTINCT transaction_id), SUM(is_alert) "
-            "FROM scores GROUP BY model_version"
-        ).fetchall()
+        return [
+            tuple(row)
+            for row in conn.execute(
+                "SELECT model_version, COUNT(*), COUNT(DISTINCT transaction_id), SUM(is_alert) "
+                "FROM scores GROUP BY model_version"
+            ).fetchall()
+        ]
     finally:
         conn.close()
 
@@ -98,19 +116,17 @@ def test_training_fits_a_stratified_sample_and_calibrates_on_every_row(generated
 
 def test_threshold_leaves_the_alert_budget_above_it(scored_copy):
     db, models = scored_copy
-    _cli("monitor", "--once", "--db", db, "--model-dir", models)
+    _cli("monitor", "--once", "--db", db, "--model-dir", models, *CLAIMS)
     [(_, count, distinct, alerts)] = _scores(db)
     assert count == distinct == 6_000
     assert alerts == pytest.approx(60, abs=15)
 
 
-def test_training_and_scoring_never_read_the_ground_truth(scored_copy, tmp_path):
+def test_training_and_scoring_never_read_the_ground_truth(scored_copy, tmp_path, engine, request):
     db, _ = scored_copy
-    blind = tmp_path / "blind.db"
-    shutil.copy(db, blind)
-    conn = sqlite3.connect(blind)
+    blind = copy_database(engine, db, tmp_path, request, "blind.db")
+    conn = store.connect(blind)
     conn.execute("DROP TABLE ground_truth")
-    conn.commit()
     conn.close()
     with_labels = modeling.train(db, tmp_path / "a", config=FAST)
     without = modeling.train(blind, tmp_path / "b", config=FAST)
@@ -159,7 +175,7 @@ def test_monitor_without_a_model_says_how_to_get_one(generated_db, tmp_path):
 def test_alerts_carry_plain_word_reasons_and_a_typology(scored_copy):
     db, models = scored_copy
     Monitor(db, models).tick()
-    conn = sqlite3.connect(db)
+    conn = store.connect(db)
     rows = conn.execute("SELECT reasons, resembles FROM scores WHERE is_alert = 1").fetchall()
     quiet = conn.execute("SELECT COUNT(*) FROM scores WHERE is_alert = 0 AND reasons IS NOT NULL")
     assert rows and quiet.fetchone()[0] == 0
@@ -170,17 +186,16 @@ def test_alerts_carry_plain_word_reasons_and_a_typology(scored_copy):
         assert resembles in TYPOLOGIES
 
 
-def test_incremental_monitor_scores_like_a_backfill(scored_copy, tmp_path):
+def test_incremental_monitor_scores_like_a_backfill(scored_copy, tmp_path, engine, request):
     db, models = scored_copy
-    backfill = tmp_path / "backfill.db"
-    shutil.copy(db, backfill)
+    backfill = copy_database(engine, db, tmp_path, request, "backfill.db")
     Monitor(backfill, models).tick()
     small = Monitor(db, models, batch_size=700)
     while small.tick().scored:
         pass
     query = "SELECT transaction_id, score FROM scores ORDER BY transaction_id"
-    one = sqlite3.connect(backfill).execute(query).fetchall()
-    many = sqlite3.connect(db).execute(query).fetchall()
+    one = store.connect(backfill).execute(query).fetchall()
+    many = store.connect(db).execute(query).fetchall()
     assert len(one) == len(many) == 6_000
     assert all(
         a[0] == b[0] and a[1] == pytest.approx(b[1], rel=1e-4)
@@ -190,20 +205,20 @@ def test_incremental_monitor_scores_like_a_backfill(scored_copy, tmp_path):
 
 def _all_scores(db):
     query = "SELECT transaction_id, score, is_alert, reasons FROM scores ORDER BY transaction_id"
-    return sqlite3.connect(db).execute(query).fetchall()
+    return store.connect(db).execute(query).fetchall()
 
 
-def test_chunked_backfill_scores_like_the_whole_table(scored_copy, tmp_path, monkeypatch):
+def test_chunked_backfill_scores_like_the_whole_table(
+    scored_copy, tmp_path, monkeypatch, engine, request
+):
     """Chunks of 7 and 400 rows, with the history tail pruned often, give the same scores."""
     db, models = scored_copy
-    whole = tmp_path / "whole.db"
-    shutil.copy(db, whole)
+    whole = copy_database(engine, db, tmp_path, request, "whole.db")
     Monitor(whole, models, chunk_size=1_000_000).tick()
     monkeypatch.setattr(history.Tail, "PRUNE_ROWS", 50)
     expected = _all_scores(whole)
     for chunk_size in (7, 400):
-        copy = tmp_path / f"chunks-{chunk_size}.db"
-        shutil.copy(db, copy)
+        copy = copy_database(engine, db, tmp_path, request, f"chunks-{chunk_size}.db")
         chunked = Monitor(copy, models, chunk_size=chunk_size)
         chunked.tick()
         assert chunked.tail.horizon > 0  # the tail was pruned on the way
@@ -235,7 +250,17 @@ def test_live_history_stays_bounded(scored_copy, monkeypatch):
 def test_sigkill_at_any_moment_leaves_nothing_unscored_and_nothing_twice(scored_copy):
     db, models = scored_copy
     feed = subprocess.Popen(
-        [PYTHON, "live_feed_simulator.py", "--db", db, "--rate", "400", "--quiet", "--seed", "2"],
+        [
+            PYTHON,
+            "live_feed_simulator.py",
+            "--db",
+            str(db),
+            "--rate",
+            "400",
+            "--quiet",
+            "--seed",
+            "2",
+        ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -247,13 +272,14 @@ def test_sigkill_at_any_moment_leaves_nothing_unscored_and_nothing_twice(scored_
                     PYTHON,
                     "monitor.py",
                     "--db",
-                    db,
+                    str(db),
                     "--model-dir",
                     models,
                     "--poll",
                     "0.05",
                     "--batch-size",
                     "500",
+                    *CLAIMS,
                     "--quiet",
                 ],
                 cwd=ROOT,
@@ -269,8 +295,8 @@ def test_sigkill_at_any_moment_leaves_nothing_unscored_and_nothing_twice(scored_
     finally:
         feed.send_signal(signal.SIGINT)
         feed.wait(timeout=60)
-    _cli("monitor", "--once", "--db", db, "--model-dir", models)
-    conn = sqlite3.connect(db)
+    _cli("monitor", "--once", "--db", db, "--model-dir", models, *CLAIMS)
+    conn = store.connect(db)
     transactions = conn.execute("SELECT COUNT(*) FROM transactions").fetchone()[0]
     assert transactions > 6_500
     [(_, count, distinct, _)] = _scores(db)
@@ -286,7 +312,7 @@ def test_sigkill_at_any_moment_leaves_nothing_unscored_and_nothing_twice(scored_
 def test_monitor_picks_up_a_newly_trained_model_without_restart(scored_copy):
     db, models = scored_copy
     monitor = subprocess.Popen(
-        [PYTHON, "monitor.py", "--db", db, "--model-dir", models, "--poll", "0.1", "--quiet"],
+        [PYTHON, "monitor.py", "--db", str(db), "--model-dir", models, "--poll", "0.1", "--quiet"],
         cwd=ROOT,
         env=ENV,
         stdout=subprocess.DEVNULL,
@@ -346,16 +372,16 @@ def test_daily_summary_matches_the_scored_rows(scored_copy):
     Monitor(db, models, batch_size=2_500).tick()  # two ticks' worth, to exercise the upsert
     Monitor(db, models, batch_size=2_500).tick()
     Monitor(db, models).tick()
-    conn = sqlite3.connect(db)
+    conn = store.connect(db)
     raw = conn.execute(
         "SELECT date(t.paid_at + 19800, 'unixepoch') AS day, t.scheme, t.state, COUNT(*), "
-        "ROUND(SUM(t.amount), 2), SUM(s.is_alert) FROM transactions t "
-        "JOIN scores s USING (transaction_id) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        "SUM(t.amount), SUM(s.is_alert) FROM transactions t "
+        "JOIN scores s USING (transaction_id) GROUP BY 1, 2, 3"
     ).fetchall()
     summary = conn.execute(
-        "SELECT day, scheme, state, transactions, ROUND(amount, 2), alerts FROM daily_summary "
-        "ORDER BY 1, 2, 3"
+        "SELECT day, scheme, state, transactions, amount, alerts FROM daily_summary"
     ).fetchall()
+    raw, summary = (sorted((*r[:4], round(r[4], 2), r[5]) for r in rows) for rows in (raw, summary))
     assert raw == summary and sum(r[3] for r in summary) == 6_000
 
 
@@ -367,7 +393,7 @@ def test_an_admins_threshold_applies_to_rows_scored_afterwards(scored_copy):
     previous = modeling.set_threshold(models, version, calibrated / 100, "meera")
     assert previous == pytest.approx(calibrated)
     Monitor(db, models).tick()
-    conn = sqlite3.connect(db)
+    conn = store.connect(db)
     thresholds = conn.execute("SELECT COUNT(DISTINCT threshold) FROM scores").fetchone()[0]
     rates = dict(
         conn.execute(
@@ -377,3 +403,91 @@ def test_an_admins_threshold_applies_to_rows_scored_afterwards(scored_copy):
     assert thresholds == 2 and rates[1] > 5 * rates[0]
     with pytest.raises(ModelError, match="positive"):
         modeling.set_threshold(models, version, 0, "meera")
+
+
+def _worker(db, models) -> subprocess.Popen:
+    return subprocess.Popen(
+        [PYTHON, "monitor.py", "--db", str(db), "--model-dir", models, "--poll", "0.05"]
+        + [*CLAIMS, "--quiet"],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_workers_one_killed_again_and_again_score_every_row_exactly_once(scored_copy, engine):
+    if engine == "sqlite":
+        pytest.skip("several monitor workers share a PostgreSQL store; SQLite runs one monitor")
+    db, models = scored_copy
+    feed = subprocess.Popen(
+        [PYTHON, "live_feed_simulator.py", "--db", str(db), "--rate", "400", "--quiet"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    steady = _worker(db, models)
+    watch = store.connect(db)
+    killed_holding_a_claim = 0
+    try:
+        for pause in (0.0, 0.15, 0.3):
+            # The steady worker is held while the victim starts, so a backlog builds up and the
+            # victim's claims are full ranges; the held worker's own open claim expires meanwhile
+            # and is taken over, so its late commit must be refused too.
+            steady.send_signal(signal.SIGSTOP)
+            victim = _worker(db, models)
+            name = f"{socket.gethostname()}:{victim.pid}"
+            deadline = time.time() + 90
+            while time.time() < deadline and not _holds_open_claim(watch, name):
+                time.sleep(0.02)
+            time.sleep(pause)  # killed at different moments of its range
+            killed_holding_a_claim += _holds_open_claim(watch, name)
+            victim.send_signal(signal.SIGKILL)
+            steady.send_signal(signal.SIGCONT)
+            victim.wait(timeout=30)
+            assert "Traceback" not in victim.stderr.read()
+    finally:
+        watch.close()
+        feed.send_signal(signal.SIGINT)
+        feed.wait(timeout=60)
+    try:
+        _cli("monitor", "--once", "--db", db, "--model-dir", models, *CLAIMS)
+    finally:
+        steady.send_signal(signal.SIGINT)
+        steady.wait(timeout=60)
+    assert "Traceback" not in steady.stderr.read()
+    conn = store.connect(db)
+    transactions = conn.execute("SELECT COUNT(*) FROM transactions").fetchone()[0]
+    assert transactions > 6_500
+    [(_, count, distinct, _)] = _scores(db)
+    assert count == distinct == transactions
+    # The daily summary adds each commit's counts: a range scored twice would count twice.
+    summed = conn.execute("SELECT SUM(transactions) FROM daily_summary").fetchone()[0]
+    assert summed == transactions
+    takeovers = conn.execute("SELECT SUM(takeovers) FROM score_claims").fetchone()[0]
+    assert killed_holding_a_claim >= 2 and takeovers >= 1  # ranges left by the dead were redone
+    conn.close()
+
+
+def _holds_open_claim(conn, worker: str) -> bool:
+    sql = "SELECT COUNT(*) FROM score_claims WHERE worker = ? AND done_at IS NULL"
+    return conn.execute(sql, (worker,)).fetchone()[0] > 0
+
+
+def test_claimed_ranges_score_like_the_single_monitor(scored_copy, tmp_path, engine, request):
+    """A worker reads each range's history from the store: same scores as the carried tail."""
+    db, models = scored_copy
+    single = copy_database(engine, db, tmp_path, request, "single.db")
+    Monitor(single, models).tick()
+    worker = ClaimingMonitor(db, models, claim_rows=700, worker="w1")
+    while worker.tick().scored:
+        pass
+    assert not worker.waiting_for_others()
+    expected, got = _all_scores(single), _all_scores(db)
+    assert len(got) == len(expected) == 6_000
+    assert [g[0] for g in got] == [e[0] for e in expected]
+    assert [g[2] for g in got] == [e[2] for e in expected]
+    assert [g[1] for g in got] == pytest.approx([e[1] for e in expected], rel=1e-5)

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import sqlite3
 
 import numpy as np
 import pytest
@@ -14,14 +13,16 @@ from schemewatch.errors import SchemewatchError
 from schemewatch.monitor import Monitor
 from schemewatch.triage import NotAllowed
 
+pytestmark = pytest.mark.both_engines
+
 FAR_PENSIONS = 'km_from_home > 500 and scheme == "OLD_AGE_PENSION"'
 
 
 def _audit(db) -> list[tuple]:
-    conn = sqlite3.connect(db)
+    conn = store.connect(db)
     try:
         sql = "SELECT actor, action, target, old_value, new_value FROM audit_log ORDER BY entry_id"
-        return conn.execute(sql).fetchall()
+        return [tuple(row) for row in conn.execute(sql).fetchall()]
     finally:
         conn.close()
 

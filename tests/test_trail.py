@@ -4,6 +4,7 @@ Each tampering test writes to the SQLite file the way someone with the file woul
 triggers where they are in the way) and checks that `verify` names what was changed.
 """
 
+import re
 import sqlite3
 import subprocess
 
@@ -12,6 +13,8 @@ from conftest import PYTHON, ROOT
 
 from schemewatch import store, triage
 from schemewatch.store import integrity
+
+pytestmark = pytest.mark.both_engines
 
 GUARDS = (
     "transactions_are_append_only_update",
@@ -37,12 +40,42 @@ def _with_audit_entries(db, count: int = 5) -> None:
     conn.close()
 
 
-def _raw(db) -> sqlite3.Connection:
-    """A plain connection, as anyone with the file has, with the guarding triggers dropped."""
+def _raw(db):
+    """A plain connection, as anyone with the file has, with the guarding triggers dropped.
+
+    On PostgreSQL: a superuser session with triggers and foreign keys off (replica role).
+    """
+    if store.is_postgres_url(db):
+        return _RawPostgres(db)
     raw = sqlite3.connect(db, isolation_level=None)
     for name in GUARDS:
         raw.execute(f"DROP TRIGGER IF EXISTS {name}")
     return raw
+
+
+class _RawPostgres:
+    """Runs the SQLite tampering statements below on PostgreSQL, bypassing every trigger."""
+
+    _REPLACE = re.compile(r"INSERT OR REPLACE INTO (\w+) (SELECT .* WHERE (\w+) = (\d+))$", re.S)
+
+    def __init__(self, db):
+        import psycopg
+
+        self.conn = psycopg.connect(db.url, autocommit=True)
+        self.conn.execute("SET session_replication_role = replica")
+
+    def execute(self, sql: str, params=()):
+        if sql.startswith("PRAGMA"):
+            return
+        replace = self._REPLACE.match(sql)
+        if replace:
+            table, select, key, value = replace.groups()
+            self.conn.execute(f"CREATE TEMP TABLE replacement AS {select}")
+            self.conn.execute(f"DELETE FROM {table} WHERE {key} = {value}")
+            self.conn.execute(f"INSERT INTO {table} SELECT * FROM replacement")
+            self.conn.execute("DROP TABLE replacement")
+            return
+        self.conn.execute(sql.replace("?", "%s"), params or None)
 
 
 def _problems(db, **options) -> list[str]:
@@ -106,13 +139,18 @@ def test_insert_or_replace_cannot_silently_rewrite_a_row(generated_db, table, sq
     _with_audit_entries(generated_db)
     conn = store.open_database(generated_db)
     triage.update_case(conn, 9, "asha", "auditor", note="checked")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    if store.is_postgres(conn):  # PostgreSQL's form of it: an upsert over the same key
+        key = re.search(r"WHERE (\w+) =", sql).group(1)
+        sql = sql.replace("INSERT OR REPLACE", "INSERT") + (
+            f" ON CONFLICT ({key}) DO UPDATE SET {key} = excluded.{key}"
+        )
+    with pytest.raises(store.driver_errors(), match="append-only"):
         conn.execute(sql)
 
 
 def test_a_raw_insert_without_hashes_is_refused(generated_db):
     conn = store.open_database(generated_db)
-    with pytest.raises(sqlite3.IntegrityError, match="write through schemewatch.store"):
+    with pytest.raises(store.driver_errors(), match="write through schemewatch.store"):
         conn.execute("INSERT INTO audit_log (at, actor, action) VALUES (1, 'x', 'y')")
 
 
@@ -291,7 +329,9 @@ def test_sealing_awkward_text_still_verifies_and_moving_text_between_rows_is_cau
 ):
     first = store.next_transaction_id(conn)
     row = tuple(conn.execute("SELECT * FROM transactions WHERE transaction_id = 1").fetchone())
-    awkward = [("A\x00B", None), ("", "AG-1"), ("ACC", None)]  # NUL inside, empty, NULL mixes
+    # NUL inside (SQLite keeps it; PostgreSQL text cannot hold it), empty, NULL mixes
+    nul = "\x00" if store.is_postgres_url(generated_db) is False else "\x01"
+    awkward = [(f"A{nul}B", None), ("", "AG-1"), ("ACC", None)]
     rows = [
         (first + i, None, *row[2:9], account, agent, 7, *row[12:])  # 7: a number as channel
         for i, (account, agent) in enumerate(awkward)
@@ -302,7 +342,7 @@ def test_sealing_awkward_text_still_verifies_and_moving_text_between_rows_is_cau
     raw = _raw(generated_db)
     moved = "UPDATE transactions SET account_id = ? WHERE transaction_id = ?"
     raw.execute(moved, ("A", first))
-    raw.execute(moved, ("\x00B", first + 1))
+    raw.execute(moved, (f"{nul}B", first + 1))
     assert store.verify(conn).problems == [
         f"transaction batch 2 (transactions {first}-{first + 2}) was changed: "
         "its rows no longer match its hash"

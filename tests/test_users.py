@@ -15,6 +15,8 @@ from conftest import PYTHON, ROOT
 from schemewatch import store, users
 from schemewatch.errors import SchemewatchError
 
+pytestmark = pytest.mark.both_engines
+
 SECRET = "correct horse battery staple"
 WRONG = "not the right password"
 

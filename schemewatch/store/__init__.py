@@ -32,6 +32,13 @@ from schemewatch.store.cases import (  # noqa: F401
     get_case,
     scores_with_labels,
 )
+from schemewatch.store.claims import (  # noqa: F401
+    Claim,
+    ClaimLost,
+    claim_next_range,
+    open_claims,
+    pending_after_claims,
+)
 from schemewatch.store.dashboard import (  # noqa: F401
     ALERT_QUEUE_COLUMNS,
     ALERT_QUEUE_FIELDS,
@@ -56,6 +63,13 @@ from schemewatch.store.dashboard import (  # noqa: F401
     summary_answers,
     summary_daily,
     summary_kpis,
+)
+from schemewatch.store.engine import (  # noqa: F401
+    DatabaseURL,
+    driver_errors,
+    is_postgres,
+    is_postgres_url,
+    locate,
 )
 from schemewatch.store.ingest import (  # noqa: F401
     EXPORT_COLUMNS,
@@ -142,6 +156,7 @@ from schemewatch.store.schema import (  # noqa: F401
     RULE_VERSIONS,
     RULES,
     SCHEMA_VERSION,
+    SCORE_CLAIMS,
     SCORES,
     SCORING_COLUMNS,
     SUMMARY_COLUMNS,
@@ -155,6 +170,7 @@ from schemewatch.store.schema import (  # noqa: F401
     now,
     open_database,
     schema_version,
+    table_names,
     utc_iso,
     write_transaction,
 )

@@ -50,14 +50,14 @@ def insert_user(
             display_name = excluded.display_name,
             role = excluded.role,
             password_hash = excluded.password_hash,
-            credential_version = credential_version + 1,
+            credential_version = {USERS}.credential_version + 1,
             credentials_changed_at = excluded.credentials_changed_at,
             failed_logins = 0,
             locked_until = NULL,
             last_seen_at = NULL,
             removed_at = NULL,
             updated_at = excluded.updated_at
-        WHERE removed_at IS NOT NULL
+        WHERE {USERS}.removed_at IS NOT NULL
     """
     cursor = conn.execute(sql, (username, display_name, role, password_hash, at, at, at))
     return cursor.rowcount == 1
@@ -145,5 +145,8 @@ def get_account_setting(conn: sqlite3.Connection, key: str) -> str | None:
 
 def set_account_setting(conn: sqlite3.Connection, key: str, value: str) -> None:
     """Record one account setting."""
-    sql = f"INSERT OR REPLACE INTO {ACCOUNT_SETTINGS} (key, value) VALUES (?, ?)"
+    sql = (
+        f"INSERT INTO {ACCOUNT_SETTINGS} (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    )
     conn.execute(sql, (key, value))

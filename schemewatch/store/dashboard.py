@@ -392,7 +392,7 @@ WITH members AS (
 )
 SELECT case_id, COUNT(*), SUM(amount), MAX(risk), MAX(score), MIN(paid_at), MAX(paid_at),
     json_group_array(DISTINCT beneficiary_id), json_group_array(DISTINCT account_id),
-    json_group_array(DISTINCT agent_id), SUM(disposition IS NULL),
+    json_group_array(DISTINCT agent_id), SUM(CASE WHEN disposition IS NULL THEN 1 ELSE 0 END),
     MAX(CASE WHEN strongest = 1 THEN reasons END), MAX(CASE WHEN strongest = 1 THEN resembles END)
 FROM members GROUP BY case_id
 ORDER BY MAX(risk) IS NULL, MAX(risk) DESC, MAX(score) DESC LIMIT ?"""

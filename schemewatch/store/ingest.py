@@ -32,7 +32,11 @@ from schemewatch.store.schema import (
 
 def set_metadata(conn: sqlite3.Connection, key: str, value: str) -> None:
     """Record a key/value fact about this database (seed, generator version...)."""
-    conn.execute(_insert_sql(METADATA, ("key", "value"), "INSERT OR REPLACE"), (key, value))
+    sql = (
+        _insert_sql(METADATA, ("key", "value"))
+        + " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    )
+    conn.execute(sql, (key, value))
 
 
 def get_metadata(conn: sqlite3.Connection, key: str) -> str | None:

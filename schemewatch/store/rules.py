@@ -64,13 +64,13 @@ def enabled_rules(conn: sqlite3.Connection) -> list[tuple]:
 def insert_rule(conn, name: str, expression: str, description: str | None, actor: str) -> int:
     """A new, disabled rule at version 1 (inside the caller's write transaction); its id."""
     at = now()
-    cursor = conn.execute(
+    rule_id = conn.execute(
         f"INSERT INTO {RULES} (name, current_version, enabled, updated_by, updated_at) "
-        "VALUES (?, 1, 0, ?, ?)",
+        "VALUES (?, 1, 0, ?, ?) RETURNING rule_id",
         (name, actor, at),
-    )
-    insert_rule_version(conn, cursor.lastrowid, 1, expression, description, actor)
-    return cursor.lastrowid
+    ).fetchone()[0]
+    insert_rule_version(conn, rule_id, 1, expression, description, actor)
+    return rule_id
 
 
 def insert_rule_version(

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from schemewatch.errors import DatabaseError, SchemaVersionError
+from schemewatch.store import engine
 
 TRANSACTIONS = "transactions"
 BENEFICIARIES = "beneficiaries"
@@ -536,6 +537,29 @@ def _migration_alert_cases(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
+SCORE_CLAIMS = "score_claims"
+
+# Ranges of transactions claimed by monitor workers (store/claims.py); used when several
+# workers share one PostgreSQL database. Done claims are kept: they say who scored what, when.
+_SCORE_CLAIMS_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {SCORE_CLAIMS} (
+    model_version TEXT NOT NULL,
+    first_id INTEGER NOT NULL,
+    last_id INTEGER NOT NULL,
+    worker TEXT NOT NULL,
+    claimed_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    takeovers INTEGER NOT NULL DEFAULT 0,
+    done_at REAL,
+    PRIMARY KEY (model_version, first_id)
+)
+"""
+
+
+def _migration_score_claims(conn: sqlite3.Connection) -> None:
+    conn.execute(_SCORE_CLAIMS_SCHEMA)
+
+
 # Named, ordered migrations; a database records the last one applied in PRAGMA user_version.
 MIGRATIONS = (
     ("initial schema", _migration_initial),
@@ -548,8 +572,11 @@ MIGRATIONS = (
     ("auditors' rules, their versions and hits", _migration_rules),
     ("risk 0-100 next to each score", _migration_risk),
     ("linked alerts grouped into cases", _migration_alert_cases),
+    ("ranges claimed by monitor workers", _migration_score_claims),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+# On PostgreSQL (no PRAGMA user_version) the applied migration numbers are kept in this table.
+SCHEMA_VERSION_TABLE = "schema_version"
 
 
 # New database files (and so their -wal and -shm files, which SQLite creates with the database
@@ -578,7 +605,11 @@ def connect(
     """Open the database with WAL, busy timeout, foreign keys and Row results.
 
     A database file that does not exist yet is created with `new_file_mode` (owner-only 0600).
+    A postgresql:// URL opens a PostgreSQL database instead (store/engine.py).
     """
+    if engine.is_postgres_url(path):
+        url = path.url if isinstance(path, engine.DatabaseURL) else str(path)
+        return engine.PostgresConnection(url, readonly=readonly, busy_timeout_ms=busy_timeout_ms)
     path = Path(path)
     try:
         if readonly:
@@ -613,7 +644,33 @@ def open_database(path: Path | str, *, busy_timeout_ms: int = 10_000) -> sqlite3
 
 def schema_version(conn: sqlite3.Connection) -> int:
     """The number of migrations this database has applied."""
+    if engine.is_postgres(conn):
+        if conn.execute("SELECT to_regclass(?)", (SCHEMA_VERSION_TABLE,)).fetchone()[0] is None:
+            return 0
+        row = conn.execute(f"SELECT MAX(version) FROM {SCHEMA_VERSION_TABLE}").fetchone()
+        return row[0] or 0
     return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def table_names(conn) -> list[str]:
+    """Every table of this database, sorted (views and the engine's own tables left out)."""
+    if engine.is_postgres(conn):
+        sql = (
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+        )
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    return sorted(row[0] for row in conn.execute(sql))
+
+
+def _record_schema_version(conn, version: int) -> None:
+    if engine.is_postgres(conn):
+        table = f"{SCHEMA_VERSION_TABLE} (version INTEGER NOT NULL)"
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table}")
+        conn.execute(f"INSERT INTO {SCHEMA_VERSION_TABLE} (version) VALUES (?)", (version,))
+    else:
+        conn.execute(f"PRAGMA user_version={int(version)}")
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -626,8 +683,10 @@ def migrate(conn: sqlite3.Connection) -> int:
         )
     for version, (_name, apply) in enumerate(MIGRATIONS[current:], start=current + 1):
         with write_transaction(conn):
+            if schema_version(conn) >= version:  # another process applied it while we waited
+                continue
             apply(conn)
-            conn.execute(f"PRAGMA user_version={version}")
+            _record_schema_version(conn, version)
     return schema_version(conn)
 
 
@@ -636,7 +695,9 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception; lock errors made readable."""
     try:
         conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
+    except engine.busy_errors() as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise DatabaseError(f"database is busy or locked ({exc}); try again shortly") from exc
     try:
         yield conn
@@ -645,8 +706,9 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
     try:
         conn.execute("COMMIT")
-    except sqlite3.OperationalError as exc:
-        conn.execute("ROLLBACK")
+    except engine.busy_errors() as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise DatabaseError(f"could not commit: {exc}") from exc
 
 

@@ -6,6 +6,8 @@ import sqlite3
 from pathlib import Path
 
 from schemewatch.errors import DatabaseError
+from schemewatch.store import engine
+from schemewatch.store.claims import finish_claim
 from schemewatch.store.rules import insert_rule_hits
 from schemewatch.store.schema import (
     BENEFICIARIES,
@@ -45,6 +47,8 @@ def read_frame(path: Path | str, sql: str, params: tuple = ()):
     """Run a read-only query on its own sqlite3 connection; returns a pandas DataFrame."""
     import pandas as pd
 
+    if engine.is_postgres_url(path):
+        return engine.read_arrow(path, sql, params).to_pandas()
     conn = connect(path, readonly=True)
     conn.row_factory = None
     try:
@@ -66,6 +70,8 @@ def start_read_in_subprocess(path: Path | str, sql: str, params: tuple = ()):
     import subprocess
     import sys
 
+    if engine.is_postgres_url(path):
+        return engine.start_arrow_read(path, sql, params)
     path = Path(path)
     if not path.exists():
         raise DatabaseError(f"database {path} does not exist; run generate_database.py")
@@ -140,9 +146,11 @@ def earlier_transactions(
     beneficiary_ids: list,
     agent_ids: list,
     agents_since: int,
+    account_ids: list = (),
 ):
-    """Transactions up to through_id of some beneficiaries (all their payments) and of some
-    payout agents (paid since agents_since), for rows whose history a bounded tail lacks."""
+    """Transactions up to through_id of some beneficiaries (all their payments), of some
+    payout agents (paid since agents_since) and, when asked, of some bank accounts (all their
+    payments), for rows whose history a bounded tail lacks."""
     import pandas as pd
 
     columns = f"{', '.join(SCORING_COLUMNS)}, state"
@@ -156,6 +164,11 @@ def earlier_transactions(
     )
     rows = rows_by_ids(conn, by_beneficiary, beneficiary_ids, (through_id,))
     rows += rows_by_ids(conn, by_agent, agent_ids, (through_id, agents_since))
+    by_account = (
+        f"SELECT {columns} FROM {TRANSACTIONS} INDEXED BY idx_transactions_account_paid_at "
+        "WHERE transaction_id <= ? AND account_id IN ({marks})"
+    )
+    rows += rows_by_ids(conn, by_account, account_ids, (through_id,))
     frame = pd.DataFrame.from_records(rows, columns=[*SCORING_COLUMNS, "state"])
     return frame.drop_duplicates("transaction_id").sort_values("transaction_id")
 
@@ -221,13 +234,21 @@ def insert_scores(conn: sqlite3.Connection, rows) -> None:
     conn.executemany(_insert_sql(SCORES, SCORE_COLUMNS), rows)
 
 
-def record_scores(conn: sqlite3.Connection, rows, summary, rule_hits=()) -> None:
+def record_scores(conn: sqlite3.Connection, rows, summary, rule_hits=(), claim=None) -> None:
     """Insert score rows, add them to the daily summary and record rule hits, in one commit.
 
     The transaction ids come from the append-only transactions table the monitor has just read,
     so the per-row foreign-key lookup is skipped for this write (it costs a fifth of a backfill);
     the primary key still refuses a second score.
     """
+    if engine.is_postgres(conn) or claim is not None:
+        with write_transaction(conn):
+            if claim is not None:  # first: a claim taken over writes nothing
+                finish_claim(conn, claim)
+            insert_scores(conn, rows)
+            add_to_summary(conn, summary)
+            insert_rule_hits(conn, rule_hits)
+        return
     conn.execute("PRAGMA foreign_keys=OFF")
     try:
         with write_transaction(conn):
@@ -243,8 +264,9 @@ def add_to_summary(conn, rows) -> None:
     sql = (
         _insert_sql(DAILY_SUMMARY, SUMMARY_COLUMNS)
         + " ON CONFLICT(model_version, day, scheme, state) DO UPDATE SET "
-        "transactions = transactions + excluded.transactions, "
-        "amount = amount + excluded.amount, alerts = alerts + excluded.alerts, "
-        "alert_amount = alert_amount + excluded.alert_amount"
+        f"transactions = {DAILY_SUMMARY}.transactions + excluded.transactions, "
+        f"amount = {DAILY_SUMMARY}.amount + excluded.amount, "
+        f"alerts = {DAILY_SUMMARY}.alerts + excluded.alerts, "
+        f"alert_amount = {DAILY_SUMMARY}.alert_amount + excluded.alert_amount"
     )
     conn.executemany(sql, rows)
