@@ -112,8 +112,8 @@ def conn(generated_db):
 
 
 @pytest.fixture
-def empty_conn(engine, tmp_path, request):
-    connection = store.open_database(new_database(engine, tmp_path, request, "empty.db"))
+def empty_conn(empty_db):
+    connection = store.open_database(empty_db)
     yield connection
     connection.close()
 

@@ -13,6 +13,8 @@ from test_import_idempotent import assert_one_error_line, run
 from schemewatch import exporter
 from schemewatch.errors import OutputError
 
+pytestmark = pytest.mark.both_engines
+
 
 def test_export_refuses_to_replace_an_existing_file_without_force(generated_db, tmp_path):
     out = tmp_path / "out.csv"

@@ -20,6 +20,8 @@ from schemewatch import importer, store
 from schemewatch.cli import cli
 from schemewatch.errors import SchemewatchError
 
+pytestmark = pytest.mark.both_engines
+
 COLUMNS = (
     "external_id",
     "beneficiary_id",

@@ -1,13 +1,12 @@
 """Open dashboard sessions are re-checked on every run: account changes made elsewhere, idle and
 absolute lifetimes, the re-login cookie, logout, and permissions from the current role."""
 
-import sqlite3
 import tomllib
 from dataclasses import replace
 
 import jwt
 import pytest
-from conftest import PASSWORD, ROOT, make_site
+from conftest import PASSWORD, ROOT, make_site, site_db
 from conftest import login as _login
 from streamlit.testing.v1 import AppTest
 
@@ -15,14 +14,16 @@ from schemewatch import sessions, store, triage, users
 from schemewatch.dashboard import auth
 from schemewatch.settings import load_settings
 
+pytestmark = pytest.mark.both_engines
+
 LIMITS = sessions.Lifetimes()
 
 
 @pytest.fixture
-def site(scored_template, tmp_path, monkeypatch):
+def site(scored_template, tmp_path, monkeypatch, request):
     """The scored site with a supervisor and an admin only."""
     accounts = (("ravi", "supervisor"), ("meera", "admin"))
-    return make_site(scored_template, tmp_path, monkeypatch, accounts)
+    return make_site(scored_template, tmp_path, monkeypatch, accounts, request=request)
 
 
 def _on_login_form(app: AppTest) -> bool:
@@ -30,14 +31,14 @@ def _on_login_form(app: AppTest) -> bool:
 
 
 def _entries(site, actor: str) -> list[tuple[str, str]]:
-    conn = sqlite3.connect(site / "transactions.db")
+    conn = store.connect(site_db())
     sql = "SELECT action, details FROM audit_log WHERE actor = ? ORDER BY entry_id"
-    return conn.execute(sql, (actor,)).fetchall()
+    return [tuple(row) for row in conn.execute(sql, (actor,)).fetchall()]
 
 
 def _change(site, action: str) -> None:
     """Change ravi's account from outside the dashboard, as the CLI would."""
-    conn = store.open_database(site / "transactions.db")
+    conn = store.open_database(site_db())
     if action == "remove":
         users.remove_user(conn, "ravi", actor="cli:test")
     elif action == "demote":
@@ -184,8 +185,8 @@ def test_a_cookie_is_refused_after_the_account_was_idle(accounts):
     assert "inactive" in sessions.cookie_problem(token, account, now, LIMITS)
 
 
-def test_a_deferred_download_rechecks_the_current_role(accounts, tmp_path):
-    settings = load_settings(environ={}, db_path=tmp_path / "empty.db")
+def test_a_deferred_download_rechecks_the_current_role(accounts, empty_db):
+    settings = load_settings(environ={}, db_path=empty_db)
     account = store.get_user(accounts, "ravi")
     user = auth.User("ravi", "ravi", "supervisor", account["credential_version"])
     auth.require_current(settings, user, "download")
@@ -223,7 +224,7 @@ def test_an_old_credentials_file_is_moved_in_once_and_never_written(site, monkey
     assert _entries(site, "dashboard") == [("user imported", str(old))]
     assert _on_login_form(_login("kiran", "a wrong password!"))
     _change(site, "remove")  # ravi, from outside, while the file still lists kiran only
-    conn = store.open_database(site / "transactions.db")
+    conn = store.open_database(site_db())
     users.remove_user(conn, "kiran", actor="cli:test")
     app.run()
     assert _on_login_form(app)
@@ -252,7 +253,7 @@ def test_a_removed_admin_cannot_add_an_account_from_a_page_left_open(site):
     admin = _login("meera")
     admin.switch_page("schemewatch/dashboard/views/users.py")
     admin.run()
-    conn = store.open_database(site / "transactions.db")
+    conn = store.open_database(site_db())
     users.remove_user(conn, "meera", actor="cli:test")
     admin.text_input(key="new_username").input("eve")
     admin.selectbox(key="new_role").set_value("admin")

@@ -156,6 +156,7 @@ from schemewatch.store.schema import (  # noqa: F401
     RULE_VERSIONS,
     RULES,
     SCHEMA_VERSION,
+    SCHEMA_VERSION_TABLE,
     SCORE_CLAIMS,
     SCORES,
     SCORING_COLUMNS,
