@@ -96,15 +96,20 @@ def link_new_alerts(conn, version: str, limits: LinkLimits = LinkLimits()) -> in
     """Put this model version's new alerts in cases, merging cases they link; returns moves.
 
     Reads every alert of the version (1% of rows at the default budget) so that a merge sees
-    the whole of both cases; does nothing when no alert is waiting.
+    the whole of both cases; does nothing when no alert is waiting. The read is inside the write
+    transaction: monitor workers sharing a store (PostgreSQL) link one after another, each on
+    what the previous one wrote, never on a stale read.
     """
     if not store.has_unlinked_alerts(conn, version):
         return 0
-    alerts = pd.DataFrame(store.alerts_for_linking(conn, version), columns=store.LINK_COLUMNS)
-    cases = case_of_each(alerts, limits)
-    stored = alerts["case_id"].to_numpy(dtype=float)
-    changed = np.flatnonzero(np.isnan(stored) | (stored != cases))
-    memberships = [(int(alerts["transaction_id"].iat[i]), int(cases[i])) for i in changed.tolist()]
     with store.write_transaction(conn):
+        rows = store.alerts_for_linking(conn, version)
+        alerts = pd.DataFrame(rows, columns=store.LINK_COLUMNS)
+        cases = case_of_each(alerts, limits)
+        stored = alerts["case_id"].to_numpy(dtype=float)
+        changed = np.flatnonzero(np.isnan(stored) | (stored != cases))
+        memberships = [
+            (int(alerts["transaction_id"].iat[i]), int(cases[i])) for i in changed.tolist()
+        ]
         store.assign_alert_cases(conn, version, memberships)
     return len(memberships)
