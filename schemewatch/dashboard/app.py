@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -62,9 +63,20 @@ def _view(name: str) -> Path:
     return VIEWS / f"{name}.py"
 
 
+def _script_options(argv: list[str]) -> dict:
+    """`streamlit run dashboard.py -- --db URL --model-dir DIR` (both optional)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--db", dest="db_path")
+    parser.add_argument("--model-dir")
+    known, _ = parser.parse_known_args(argv)
+    return vars(known)
+
+
 def main() -> None:
     st.set_page_config(page_title="Schemewatch", page_icon=":mag:", layout="wide")
-    settings = load_settings()
+    settings = load_settings(**_script_options(sys.argv[1:]))
     try:
         conn = store.open_database(settings.db_path)
     except SchemewatchError as exc:
