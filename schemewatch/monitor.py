@@ -18,7 +18,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from schemewatch import explanations, features, history, linking, modeling, risk, store
+from schemewatch import (
+    explanations,
+    features,
+    history,
+    linking,
+    modeling,
+    reranker,
+    risk,
+    store,
+)
 from schemewatch.rules import EnabledRules
 from schemewatch.schemes import DAY, IST_OFFSET_SECONDS
 
@@ -173,6 +182,7 @@ class Monitor:
                     resembles.tolist(),
                     [now] * len(scores),
                     risk.risk(scores, model.card.get("risk_knots")).tolist(),
+                    _combined_risk(model, matrix[part], scores),
                     strict=True,
                 )
                 summary = daily.counts(part, is_alert, model.version)
@@ -181,6 +191,13 @@ class Monitor:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         return alerts
+
+
+def _combined_risk(model, matrix: np.ndarray, scores: np.ndarray) -> list:
+    """The re-ranked risk (0-100) when the model version has a re-ranker, else None per row."""
+    if model.reranker is None:
+        return [None] * len(scores)
+    return (100.0 * reranker.combined_score(model.reranker, matrix, scores)).tolist()
 
 
 def _judge(rows: pd.DataFrame, matrix: np.ndarray, model, threshold: float):

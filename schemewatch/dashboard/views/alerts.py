@@ -7,13 +7,14 @@ import json
 import pandas as pd
 import streamlit as st
 
-from schemewatch import store, triage
+from schemewatch import reranker, store, triage
 from schemewatch.dashboard import data, widgets
 from schemewatch.dashboard.formatting import escape_markdown as md
 from schemewatch.errors import SchemewatchError
 from schemewatch.exporter import iso_timestamp
 
 NETWORK_NODES = 80  # beyond this the picture is a hairball; the table lists everyone
+QUEUE_LIMIT = 500  # cases listed by risk; cases raised by rules are listed beyond it
 
 
 def _when(seconds) -> str:
@@ -36,7 +37,7 @@ def alert_queue() -> None:
     if version is None:
         st.info("No model has been trained yet. Run `python train.py`.")
         return
-    queue = data.cases(settings.db_path, filters, version, 500)
+    queue = data.cases(settings.db_path, filters, version, QUEUE_LIMIT)
     if queue.empty:
         st.info("No alerts match the filters.")
         return
@@ -44,10 +45,15 @@ def alert_queue() -> None:
         "Alerts that share a beneficiary, an account, a phone, a payout agent within an hour or "
         "an enrolment camp are one case. Risk is 0-100; 90 is the model's alert line."
     )
+    re_ranked = bool(queue["combined_risk"].notna().any())
+    st.caption(md(_ordering(settings, version, re_ranked)))
+    _rule_cases_line(queue)
     shown = pd.DataFrame(
         {
             "case": queue["case_id"],
+            **({"combined risk": queue["combined_risk"].round(0)} if re_ranked else {}),
             "max risk": queue["risk"].round(0),
+            "raised by": ["rule" if r else "model" for r in queue["by_rule"]],
             "alerts": queue["alerts"],
             "amount at risk": queue["amount"].round(0),
             "why (strongest)": [(widgets.reasons(r)[:1] or [""])[0] for r in queue["reasons"]],
@@ -72,6 +78,32 @@ def alert_queue() -> None:
         st.info("This case was merged into another one; reload the page.")
         return
     _case_view(settings, user, int(chosen), members)
+
+
+def _ordering(settings, version: str, re_ranked: bool) -> str:
+    """Which ordering the queue uses, in one sentence (and what the re-ranker learnt from)."""
+    learnt = data.reranker_card(settings.model_dir, version)
+    if re_ranked:
+        return (
+            "Ordered by combined risk: the model's risk re-ranked by what auditors confirmed "
+            f"({reranker.describe(learnt)})."
+        )
+    why = f" ({reranker.describe(learnt)})" if learnt else ""
+    return f"Ordered by the model's risk{why}."
+
+
+def _rule_cases_line(queue: pd.DataFrame) -> None:
+    """Cases raised by auditors' rules are listed even below the line; say if any are not."""
+    listed = int(queue["by_rule"].sum())
+    total = int(queue["rule_cases"].iloc[0] or 0)
+    if total:
+        st.caption(
+            f"{total:,} cases hold an alert raised by an auditors' rule; every one is listed "
+            f"(below the top {QUEUE_LIMIT:,} by risk if need be)."
+            if listed == total
+            else f"{total - listed:,} of {total:,} cases raised by rules are not listed: "
+            "narrow the filters to see them."
+        )
 
 
 def _case_view(settings, user, case_id: int, members: pd.DataFrame) -> None:
