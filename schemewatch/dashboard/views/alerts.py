@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import streamlit as st
 
-from schemewatch import reranker, store, triage
-from schemewatch.dashboard import data, widgets
+from schemewatch import case_report, reranker, store, triage
+from schemewatch.dashboard import auth, data, widgets
 from schemewatch.dashboard.formatting import escape_markdown as md
 from schemewatch.errors import SchemewatchError
 from schemewatch.exporter import iso_timestamp
@@ -125,6 +125,7 @@ def _case_view(settings, user, case_id: int, members: pd.DataFrame) -> None:
         tuple(int(t) for t in members["transaction_id"]),
     )
     payments.dataframe(_payments_table(members, sources), hide_index=True, width="stretch")
+    _report_download(settings, user, case_id)
     chosen = st.selectbox(
         "Payment in this case",
         members["transaction_id"].tolist(),
@@ -135,6 +136,32 @@ def _case_view(settings, user, case_id: int, members: pd.DataFrame) -> None:
     with st.expander(f"Alert on transaction {int(row['transaction_id'])}", expanded=True):
         _alert_detail(settings, row)
     _triage_form(settings, user, case_id, [int(t) for t in members["transaction_id"]])
+
+
+def _report_download(settings, user, case_id: int) -> None:
+    """The printable case report (HTML), for roles that may download; built and audited on click."""
+    if not user.can("download"):
+        st.caption("Supervisors and admins can download a printable report of this case.")
+        return
+    version = st.session_state["version"]
+
+    def build() -> bytes:
+        # Built when clicked, perhaps long after the page was drawn: check the account as it is now.
+        auth.require_current(settings, user, "download")
+        conn = store.open_database(settings.db_path)
+        try:
+            page, _ = case_report.export(conn, version, case_id, user.username, user.role)
+        finally:
+            conn.close()
+        return page
+
+    st.download_button(
+        "Download the case report (printable HTML)",
+        data=build,
+        file_name=f"schemewatch-case-{case_id}.html",
+        mime="text/html",
+        key="download_case_report",
+    )
 
 
 def _payments_table(members: pd.DataFrame, sources: dict[int, str]) -> pd.DataFrame:
