@@ -130,6 +130,7 @@ def _status(payment: dict) -> str:
 
 
 def _payments(report: CaseReport) -> str:
+    re_ranked = any(p["combined_risk"] is not None for p in report.payments)
     rows = [
         [
             _e(p["transaction_id"]),
@@ -141,7 +142,7 @@ def _payments(report: CaseReport) -> str:
             _e(p["agent_id"]),
             _e(f"{p['district']}, {p['state']}"),
             _e(_figure(p["risk"])),
-            _e(_figure(p["combined_risk"])),
+            *([_e(_figure(p["combined_risk"]))] if re_ranked else []),
             _e(_figure(p["score"], 1)),
             _e(p["alerted_by"]),
             _e(_status(p)),
@@ -158,7 +159,7 @@ def _payments(report: CaseReport) -> str:
         "agent",
         "district, state",
         "risk",
-        "combined risk",
+        *(["combined risk"] if re_ranked else []),
         "score",
         "alerted by",
         "status",
@@ -289,7 +290,8 @@ def render(report: CaseReport) -> str:
         f" ({report.exporter_name}, {report.exporter_role})" if report.exporter_role else ""
     )
     summary = (
-        f"{len(payments)} payments, {_rupees(total)}, paid between "
+        f"{len(payments)} payment{'s' if len(payments) != 1 else ''}, {_rupees(total)}, paid "
+        "between "
         f"{_ist(min(p['paid_at'] for p in payments))} and "
         f"{_ist(max(p['paid_at'] for p in payments))}; max risk "
         f"{_figure(max(risks)) if risks else 'not computed'}/100"

@@ -164,3 +164,15 @@ def test_without_a_reranker_the_monitor_stores_no_combined_risk(scored_template)
     db, _ = scored_template
     conn = store.connect(db, readonly=True)
     assert conn.execute("SELECT COUNT(combined_risk) FROM scores").fetchone()[0] == 0
+
+
+def test_the_model_page_says_what_the_reranker_learnt_and_how_the_queue_is_ordered(site):
+    from conftest import VIEWS, login
+
+    app = login("ravi")
+    app.switch_page(f"{VIEWS}/model.py")
+    app.run()
+    assert not app.exception
+    shown = " ".join(m.value for m in [*app.markdown, *app.caption]).replace("\\", "")
+    assert "No re-ranker: 0 dispositions; at least 50 are needed" in shown
+    assert "The alert queue orders cases by the model's risk" in shown

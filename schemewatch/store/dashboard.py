@@ -381,6 +381,7 @@ CASE_QUEUE_COLUMNS = (
     "reasons",
     "resembles",
     "combined_risk",
+    "by_model",
     "by_rule",
     "rule_cases",
 )
@@ -401,7 +402,8 @@ def dashboard_cases(conn, filters: DashboardFilters, version: str | None, limit:
 
     Returns CASE_QUEUE_COLUMNS rows: the top `limit` cases, and also, so that no alert an
     auditors' rule raised sits unseen below the line, up to `limit` more cases holding a rule's
-    alert (`by_rule` = 1), in the same order. `rule_cases` is how many cases under the filters
+    alert (`by_rule` = 1), in the same order; `by_model` = 1 when the model flagged one of its
+    alerts. `rule_cases` is how many cases under the filters
     hold a rule's alert, listed or not. Sizes, amounts and people count the case's alerts that
     match the filters; the reasons and typology are those of its highest-scoring alert. People,
     accounts and agents are JSON lists.
@@ -411,6 +413,7 @@ def dashboard_cases(conn, filters: DashboardFilters, version: str | None, limit:
 WITH members AS (
     SELECT {_CASE_ID} AS case_id, t.amount, t.paid_at, t.beneficiary_id, t.account_id,
         t.agent_id, s.risk, s.combined_risk, s.score, s.reasons, s.resembles, c.disposition,
+        s.score > s.threshold AS by_model,
         EXISTS (SELECT 1 FROM {RULE_HITS} h WHERE h.model_version = s.model_version
             AND h.transaction_id = t.transaction_id) AS by_rule,
         ROW_NUMBER() OVER (PARTITION BY {_CASE_ID} ORDER BY s.score DESC) AS strongest
@@ -423,7 +426,7 @@ WITH members AS (
         json_group_array(DISTINCT agent_id) AS agents, SUM(disposition IS NULL) AS open,
         MAX(CASE WHEN strongest = 1 THEN reasons END) AS reasons,
         MAX(CASE WHEN strongest = 1 THEN resembles END) AS resembles,
-        MAX(combined_risk) AS combined_risk, MAX(by_rule) AS by_rule
+        MAX(combined_risk) AS combined_risk, MAX(by_model) AS by_model, MAX(by_rule) AS by_rule
     FROM members GROUP BY case_id
 ), ranked AS (
     SELECT *, ROW_NUMBER() OVER (ORDER BY {_CASE_ORDER}) AS place,

@@ -53,7 +53,10 @@ def alert_queue() -> None:
             "case": queue["case_id"],
             **({"combined risk": queue["combined_risk"].round(0)} if re_ranked else {}),
             "max risk": queue["risk"].round(0),
-            "raised by": ["rule" if r else "model" for r in queue["by_rule"]],
+            "raised by": [
+                " and ".join(n for n, f in (("model", m), ("rule", r)) if f) or "model"
+                for m, r in zip(queue["by_model"], queue["by_rule"], strict=True)
+            ],
             "alerts": queue["alerts"],
             "amount at risk": queue["amount"].round(0),
             "why (strongest)": [(widgets.reasons(r)[:1] or [""])[0] for r in queue["reasons"]],
@@ -88,8 +91,10 @@ def _ordering(settings, version: str, re_ranked: bool) -> str:
             "Ordered by combined risk: the model's risk re-ranked by what auditors confirmed "
             f"({reranker.describe(learnt)})."
         )
-    why = f" ({reranker.describe(learnt)})" if learnt else ""
-    return f"Ordered by the model's risk{why}."
+    if learnt and not learnt.get("fitted"):
+        why = f": this model version has no re-ranker ({learnt['reason']} when it was trained)"
+        return f"Ordered by the model's risk{why}."
+    return "Ordered by the model's risk."
 
 
 def _rule_cases_line(queue: pd.DataFrame) -> None:
