@@ -174,6 +174,11 @@ def _payments_table(members: pd.DataFrame, sources: dict[int, str]) -> pd.DataFr
         {
             "transaction": members["transaction_id"],
             "alerted by": members["transaction_id"].map(lambda t: sources.get(int(t), "model")),
+            **(
+                {"combined risk": members["combined_risk"].round(0)}
+                if members["combined_risk"].notna().any()
+                else {}
+            ),
             "risk": members["risk"].round(0),
             "score": members["score"].round(1),
             "beneficiary": members["beneficiary_id"],
