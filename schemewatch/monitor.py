@@ -20,7 +20,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from schemewatch import explanations, features, history, linking, modeling, risk, store
+from schemewatch import (
+    explanations,
+    features,
+    history,
+    linking,
+    modeling,
+    reranker,
+    risk,
+    store,
+)
 from schemewatch.rules import EnabledRules
 from schemewatch.schemes import DAY, IST_OFFSET_SECONDS
 
@@ -183,6 +192,7 @@ class Monitor:
                     resembles.tolist(),
                     [now] * len(scores),
                     risk.risk(scores, model.card.get("risk_knots")).tolist(),
+                    _combined_risk(model, matrix[part], scores),
                     strict=True,
                 )
                 summary = daily.counts(part, is_alert, model.version)
@@ -248,6 +258,13 @@ def new_monitor(db_path, model_dir, *, batch_size: int = BACKFILL_BATCH, **claim
     if store.is_postgres_url(db_path):
         return ClaimingMonitor(db_path, model_dir, **claims)
     return Monitor(db_path, model_dir, batch_size=batch_size)
+
+
+def _combined_risk(model, matrix: np.ndarray, scores: np.ndarray) -> list:
+    """The re-ranked risk (0-100) when the model version has a re-ranker, else None per row."""
+    if model.reranker is None:
+        return [None] * len(scores)
+    return (100.0 * reranker.combined_score(model.reranker, matrix, scores)).tolist()
 
 
 def _judge(rows: pd.DataFrame, matrix: np.ndarray, model, threshold: float):

@@ -196,9 +196,9 @@ def _apply(conn, transaction_id, user, role, expected_version, take_over, change
     return {**new, "version": case.version + 1}
 
 
-def record_download(conn, user: str, filters: dict, rows: int) -> None:
-    """Audit a download with its filters and row count."""
+def record_download(conn, user: str, details: dict, rows: int, target: str | None = None) -> None:
+    """Audit a download, every kind alike: what was taken (target), its filters or case, rows."""
     with store.write_transaction(conn):
         store.append_audit(
-            conn, user, "download", None, None, str(rows), json.dumps(filters, default=str)
+            conn, user, "download", target, None, str(rows), json.dumps(details, default=str)
         )

@@ -1,11 +1,15 @@
 """End to end in a real headless browser (Debian's chromium driven by Playwright).
 
-Logs in, checks the overview's charts and map, downloads the CSV and checks its rows, triages an
-alert, and asserts that no request left localhost. Screenshots go to test-artifacts/.
+A supervisor logs in, checks the overview's charts and map, downloads the CSV and checks its
+rows, opens the top case and triages it, downloads its printable report and checks it, writes a
+rule on the Rules page, backtests and enables it, and (after new payments and a monitor tick run
+by the test) sees the alerts it raised in the queue. No request may leave localhost, and the
+report, shown in the browser, loads nothing at all. Screenshots go to test-artifacts/.
 """
 
 import csv
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -15,9 +19,13 @@ from conftest import ROOT
 
 from schemewatch import store, users
 from schemewatch.demo import start_dashboard
+from schemewatch.live_feed import LiveFeed
+from schemewatch.monitor import Monitor
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PASSWORD = "a long enough secret"
+NOTE = "Checked with the block office: a second muster roll."
+RULE = ("pensions by post", 'scheme == "OLD_AGE_PENSION" and channel == "POST"')
 ARTIFACTS = ROOT / "test-artifacts"
 LOCAL = (
     "http://localhost",
@@ -109,10 +117,18 @@ def test_auditor_journey_in_a_real_browser(server):
         expect(page.get_by_text("Alert on transaction").first).to_be_visible(timeout=60_000)
         expect(page.get_by_text("Triage the case")).to_be_visible()
         page.get_by_text("false_positive").click()
-        page.get_by_label("Note").fill("Checked with the block office: a second muster roll.")
+        page.get_by_label("Note").fill(NOTE)
         page.get_by_role("button", name="Save").click()
         expect(page.get_by_text("recorded in the audit log").first).to_be_visible(timeout=30_000)
         page.screenshot(path=ARTIFACTS / "03-alerts.png", full_page=True)
+        _case_report(browser, page, folder, outside)
+
+        _write_backtest_and_enable_a_rule(page)
+        _new_payments_and_a_monitor_tick(folder)
+        page.wait_for_timeout(11_000)  # the queue's cached read lives 10 s
+        page.get_by_role("link", name="Alerts").click()
+        expect(page.get_by_text("raised by an auditors").first).to_be_visible(timeout=60_000)
+        page.screenshot(path=ARTIFACTS / "08-rule-alerts.png", full_page=True)
 
         page.get_by_role("link", name="Model").click()
         expect(page.get_by_text("Alert threshold").first).to_be_visible(timeout=60_000)
@@ -129,3 +145,70 @@ def test_auditor_journey_in_a_real_browser(server):
     actions = [r[0] for r in conn.execute("SELECT action FROM audit_log ORDER BY entry_id")]
     assert "login" in actions and "download" in actions
     assert "case disposition" in actions and "case note" in actions
+    assert {"rule added", "rule backtested", "rule enabled"} <= set(actions)
+    reports = conn.execute(
+        "SELECT target FROM audit_log WHERE action = 'download' AND target LIKE 'case %'"
+    ).fetchall()
+    assert len(reports) == 1
+
+
+def _case_report(browser, page, folder, outside) -> None:
+    """Download the open case's printable report; check it; show it offline and print it."""
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_role("button", name="Download the case report (printable HTML)").click()
+    saved = folder / "case-report.html"
+    download.value.save_as(saved)
+    report = saved.read_text(encoding="utf-8")
+    case_id = re.search(r"<h1>Case (\d+): case report</h1>", report).group(1)
+    assert download.value.suggested_filename == f"schemewatch-case-{case_id}.html"
+    assert NOTE in report and "false positive" in report
+    assert "Exported by ravi (Ravi Kumar, supervisor)" in report
+    conn = sqlite3.connect(folder / "transactions.db")
+    members = conn.execute(
+        "SELECT transaction_id FROM alert_cases WHERE case_id = ?", (int(case_id),)
+    ).fetchall()
+    conn.close()
+    assert members and all(f"<td>{t}</td>" in report for (t,) in members)
+    viewer = browser.new_page(viewport={"width": 1200, "height": 1600})
+    viewer.on("request", lambda r: outside.append(r.url))  # the report may load nothing at all
+    viewer.set_content(report)
+    viewer.screenshot(path=ARTIFACTS / "06-case-report.png", full_page=True)
+    viewer.close()
+
+
+def _write_backtest_and_enable_a_rule(page) -> None:
+    """On the Rules page: add the rule, backtest it, switch it on."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("link", name="Rules").click()
+    expect(page.get_by_text("Add a rule")).to_be_visible(timeout=60_000)
+    page.get_by_label("Name", exact=True).fill(RULE[0])
+    page.get_by_label("Name", exact=True).press("Tab")
+    page.get_by_label("Expression").fill(RULE[1])
+    page.get_by_label("Expression").press("Tab")
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Add rule").click()
+    expect(page.get_by_text("Added rule").first).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name="Backtest", exact=True).click()
+    expect(page.get_by_text("Backtested; the result is kept").first).to_be_visible(timeout=90_000)
+    page.get_by_role("button", name="Switch on").click()
+    expect(page.get_by_text("the monitor runs it on every new payment").first).to_be_visible(
+        timeout=30_000
+    )
+    page.screenshot(path=ARTIFACTS / "07-rules.png", full_page=True)
+
+
+def _new_payments_and_a_monitor_tick(folder) -> None:
+    """New payments arrive (the live feed) and the monitor scores them with the rule on."""
+    conn = store.open_database(folder / "transactions.db")
+    LiveFeed(conn, anomaly_rate=0.0, seed=11).tick(60)
+    conn.close()
+    monitor = Monitor(folder / "transactions.db", folder / "modeling")
+    try:
+        assert monitor.tick().scored == 60
+    finally:
+        monitor.conn.close()
+    conn = sqlite3.connect(folder / "transactions.db")
+    hits = conn.execute("SELECT COUNT(*) FROM rule_hits").fetchone()[0]
+    conn.close()
+    assert hits > 0

@@ -135,7 +135,8 @@ def _add_hostile_alert(site) -> int:
         )
         reasons = json.dumps([{"text": f"paid to {HOSTILE_DISTRICT} {HOSTILE_NOTE}"}])
         store.insert_scores(
-            conn, [(version, tid, 1e9, 1.0, 1, reasons, "[x](http://phish.example)", 0.0, 99.0)]
+            conn,
+            [(version, tid, 1e9, 1.0, 1, reasons, "[x](http://phish.example)", 0.0, 99.0, None)],
         )
     triage.update_case(
         conn, tid, HOSTILE_USER, "supervisor", claimed_by=HOSTILE_USER, note=HOSTILE_NOTE

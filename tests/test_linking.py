@@ -85,7 +85,7 @@ def test_unrelated_alerts_stay_cases_of_their_own():
 
 
 def _flag(conn, version: str, *transaction_ids: int) -> None:
-    rows = [(version, t, 10.0, 1.0, 1, None, None, 0.0, 95.0) for t in transaction_ids]
+    rows = [(version, t, 10.0, 1.0, 1, None, None, 0.0, 95.0, None) for t in transaction_ids]
     with store.write_transaction(conn):
         store.insert_scores(conn, rows)
 

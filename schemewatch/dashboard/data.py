@@ -32,6 +32,15 @@ def model_version(model_dir: Path) -> str | None:
         return None
 
 
+@st.cache_data(ttl=60, show_spinner=False)
+def reranker_card(model_dir: Path, version: str) -> dict | None:
+    """The model card's account of the re-ranker (what it learnt from), or None (older models)."""
+    try:
+        return modeling.load_model_card(model_dir, version).get("reranker")
+    except SchemewatchError:
+        return None
+
+
 def _summary(filters, version) -> bool:
     """Use the monitor's daily summary when it can answer (it is small: no full-table scans)."""
     return version is not None and store.summary_answers(filters)

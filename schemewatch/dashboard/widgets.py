@@ -24,4 +24,5 @@ def rupees(value: float) -> str:
 
 def reasons(text: str | None) -> list[str]:
     """The plain-word reasons stored with a score (JSON), as a list of sentences."""
-    return [r["text"] for r in json.loads(text)] if text else []
+    # pandas turns a missing value into NaN in a column with some reasons
+    return [r["text"] for r in json.loads(text)] if isinstance(text, str) and text else []

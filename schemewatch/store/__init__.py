@@ -28,6 +28,7 @@ from schemewatch.store.audit import (  # noqa: F401
 from schemewatch.store.cases import (  # noqa: F401
     append_case_event,
     auditor_labels,
+    case_histories,
     case_history,
     get_case,
     scores_with_labels,
@@ -58,6 +59,7 @@ from schemewatch.store.dashboard import (  # noqa: F401
     dashboard_kpis,
     filter_options,
     iter_dashboard_rows,
+    open_case_count,
     replace_status,
     summary_alerts_by,
     summary_answers,

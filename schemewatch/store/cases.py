@@ -9,7 +9,15 @@ from __future__ import annotations
 import sqlite3
 
 from schemewatch.store.integrity import CASE_HISTORY, append_chained
-from schemewatch.store.schema import CASE_COLUMNS, CASE_EVENTS, CASES, GROUND_TRUTH, SCORES, now
+from schemewatch.store.schema import (
+    CASE_COLUMNS,
+    CASE_EVENTS,
+    CASES,
+    GROUND_TRUTH,
+    SCORES,
+    now,
+    rows_by_ids,
+)
 
 
 def get_case(conn, transaction_id: int) -> sqlite3.Row | None:
@@ -37,6 +45,16 @@ def case_history(conn, transaction_id: int) -> list[sqlite3.Row]:
         "ORDER BY event_id"
     )
     return conn.execute(sql, (transaction_id,)).fetchall()
+
+
+def case_histories(conn, transaction_ids) -> list[tuple]:
+    """Every event of several alerts' cases as CASE_COLUMNS tuples, in the order they happened."""
+    template = (
+        f"SELECT event_id, {', '.join(CASE_COLUMNS)} FROM {CASE_EVENTS} "
+        "WHERE transaction_id IN ({marks})"
+    )
+    rows = rows_by_ids(conn, template, [int(t) for t in transaction_ids])
+    return [row[1:] for row in sorted(rows)]
 
 
 def scores_with_labels(conn, version: str) -> list[tuple]:

@@ -11,6 +11,7 @@ from schemewatch.store.schema import (
     CASES,
     DAILY_SUMMARY,
     DISPOSITIONS,
+    RULE_HITS,
     SCORES,
     TRANSACTIONS,
 )
@@ -84,17 +85,30 @@ def dashboard_kpis(conn, filters: DashboardFilters, version: str | None) -> dict
     sql = (
         "SELECT COUNT(*), COALESCE(SUM(s.is_alert), 0), "
         "COALESCE(SUM(CASE WHEN s.is_alert = 1 THEN t.amount END), 0), "
-        "COALESCE(SUM(CASE WHEN s.is_alert = 1 AND c.disposition IS NULL THEN 1 END), 0), "
         f"COUNT(s.transaction_id) FROM {source}{where}"
     )
-    total, alerts, at_risk, open_cases, scored = conn.execute(sql, params).fetchone()
+    total, alerts, at_risk, scored = conn.execute(sql, params).fetchone()
     return {
         "transactions": total,
         "alerts": alerts,
         "amount_at_risk": at_risk,
-        "open_cases": open_cases,
+        "open_cases": open_case_count(conn, filters, version),
         "scored": scored,
     }
+
+
+def open_case_count(conn, filters: DashboardFilters, version: str | None) -> int:
+    """Cases (linked alerts, `alert_cases`) with an alert under the filters nobody has closed.
+
+    A case counts once however many alerts it holds; an alert not linked yet is a case of its
+    own. Only alerts are read (the partial index on alerts), not the whole transactions table.
+    """
+    source, where, params = _dashboard_where(_alerts_only(filters), version)
+    sql = (
+        f"SELECT COUNT(DISTINCT {_CASE_ID}) FROM {_with_cases(source)}{where} "
+        "AND c.disposition IS NULL"
+    )
+    return conn.execute(sql, params).fetchone()[0]
 
 
 _IST_DAY = "date(t.paid_at + 19800, 'unixepoch')"
@@ -165,19 +179,27 @@ ALERT_QUEUE_FIELDS = (
     "c.claimed_by",
     "c.disposition",
     "c.note",
+    "s.combined_risk",
 )
 ALERT_QUEUE_COLUMNS = tuple(field.split(".")[1] for field in ALERT_QUEUE_FIELDS)
+# The queue's order: the combined risk (autoencoder and re-ranker, schemewatch.reranker) where
+# the model version has one, else the autoencoder's risk, else (rows scored before risk existed)
+# the raw score. Within one model version every row has a combined risk or none does.
+_ALERT_ORDER = (
+    "s.combined_risk IS NULL, s.combined_risk DESC, s.risk IS NULL, s.risk DESC, s.score DESC, "
+    "t.transaction_id"
+)
 
 
 def dashboard_alerts(conn, filters: DashboardFilters, version: str | None, limit: int = 200):
-    """Alerts under the filters, highest risk first (ALERT_QUEUE_COLUMNS).
+    """Alerts under the filters, highest combined risk (else risk) first (ALERT_QUEUE_COLUMNS).
 
     Rows scored before risk existed have none: they come after the others, by score.
     """
     source, where, params = _dashboard_where(_alerts_only(filters), version)
     sql = (
         f"SELECT {', '.join(ALERT_QUEUE_FIELDS)} FROM {source}{where} "
-        "ORDER BY s.risk IS NULL, s.risk DESC, s.score DESC LIMIT ?"
+        f"ORDER BY {_ALERT_ORDER} LIMIT ?"
     )
     return [tuple(r) for r in conn.execute(sql, [*params, limit])]
 
@@ -287,26 +309,18 @@ def _summary_where(filters: DashboardFilters, version: str) -> tuple[str, list]:
 
 
 def summary_kpis(conn, filters: DashboardFilters, version: str) -> dict:
-    """KPIs from the daily summary; open cases from the (small) cases table."""
+    """KPIs from the daily summary; open cases from the alerts (1% of rows) and their cases."""
     where, params = _summary_where(filters, version)
     sql = (
         "SELECT COALESCE(SUM(transactions), 0), COALESCE(SUM(alerts), 0), "
         f"COALESCE(SUM(alert_amount), 0) FROM {DAILY_SUMMARY}{where}"
     )
     total, alerts, at_risk = conn.execute(sql, params).fetchone()
-    clauses, extra = _plain_clauses(filters)
-    closed_sql = (
-        f"SELECT COUNT(*) FROM {CASES} c JOIN {SCORES} s ON s.transaction_id = c.transaction_id "
-        f"AND s.model_version = ? JOIN {TRANSACTIONS} t ON t.transaction_id = c.transaction_id "
-        "WHERE c.disposition IS NOT NULL AND s.is_alert = 1"
-        + "".join(f" AND {clause}" for clause in clauses)
-    )
-    closed = conn.execute(closed_sql, [version, *extra]).fetchone()[0]
     return {
         "transactions": total,
         "alerts": alerts,
         "amount_at_risk": at_risk,
-        "open_cases": alerts - closed,
+        "open_cases": open_case_count(conn, filters, version),
         "scored": total,
     }
 
@@ -366,6 +380,13 @@ CASE_QUEUE_COLUMNS = (
     "open",
     "reasons",
     "resembles",
+    "combined_risk",
+    "by_model",
+    "by_rule",
+    "rule_cases",
+)
+_CASE_ORDER = (
+    "combined_risk IS NULL, combined_risk DESC, risk IS NULL, risk DESC, score DESC, case_id"
 )
 
 
@@ -377,33 +398,53 @@ def _with_cases(source: str) -> str:
 
 
 def dashboard_cases(conn, filters: DashboardFilters, version: str | None, limit: int = 200):
-    """Cases of alerts under the filters, highest risk first (CASE_QUEUE_COLUMNS).
+    """Cases of alerts under the filters, highest combined risk (else risk) first.
 
-    Sizes, amounts and people count the case's alerts that match the filters; the reasons and
-    typology are those of its highest-scoring alert. People, accounts and agents are JSON lists.
+    Returns CASE_QUEUE_COLUMNS rows: the top `limit` cases, and also, so that no alert an
+    auditors' rule raised sits unseen below the line, up to `limit` more cases holding a rule's
+    alert (`by_rule` = 1), in the same order; `by_model` = 1 when the model flagged one of its
+    alerts. `rule_cases` is how many cases under the filters
+    hold a rule's alert, listed or not. Sizes, amounts and people count the case's alerts that
+    match the filters; the reasons and typology are those of its highest-scoring alert. People,
+    accounts and agents are JSON lists.
     """
     source, where, params = _dashboard_where(_alerts_only(filters), version)
     sql = f"""
 WITH members AS (
     SELECT {_CASE_ID} AS case_id, t.amount, t.paid_at, t.beneficiary_id, t.account_id,
-        t.agent_id, s.risk, s.score, s.reasons, s.resembles, c.disposition,
+        t.agent_id, s.risk, s.combined_risk, s.score, s.reasons, s.resembles, c.disposition,
+        CASE WHEN s.score > s.threshold THEN 1 ELSE 0 END AS by_model,
+        CASE WHEN EXISTS (SELECT 1 FROM {RULE_HITS} h WHERE h.model_version = s.model_version
+            AND h.transaction_id = t.transaction_id) THEN 1 ELSE 0 END AS by_rule,
         ROW_NUMBER() OVER (PARTITION BY {_CASE_ID} ORDER BY s.score DESC) AS strongest
     FROM {_with_cases(source)}{where}
+), grouped AS (
+    SELECT case_id, COUNT(*) AS alerts, SUM(amount) AS amount, MAX(risk) AS risk,
+        MAX(score) AS score, MIN(paid_at) AS first_paid_at, MAX(paid_at) AS last_paid_at,
+        json_group_array(DISTINCT beneficiary_id) AS beneficiaries,
+        json_group_array(DISTINCT account_id) AS accounts,
+        json_group_array(DISTINCT agent_id) AS agents,
+        SUM(CASE WHEN disposition IS NULL THEN 1 ELSE 0 END) AS open,
+        MAX(CASE WHEN strongest = 1 THEN reasons END) AS reasons,
+        MAX(CASE WHEN strongest = 1 THEN resembles END) AS resembles,
+        MAX(combined_risk) AS combined_risk, MAX(by_model) AS by_model, MAX(by_rule) AS by_rule
+    FROM members GROUP BY case_id
+), ranked AS (
+    SELECT *, ROW_NUMBER() OVER (ORDER BY {_CASE_ORDER}) AS place,
+        ROW_NUMBER() OVER (PARTITION BY by_rule ORDER BY {_CASE_ORDER}) AS place_of_kind,
+        SUM(by_rule) OVER () AS rule_cases
+    FROM grouped
 )
-SELECT case_id, COUNT(*), SUM(amount), MAX(risk), MAX(score), MIN(paid_at), MAX(paid_at),
-    json_group_array(DISTINCT beneficiary_id), json_group_array(DISTINCT account_id),
-    json_group_array(DISTINCT agent_id), SUM(CASE WHEN disposition IS NULL THEN 1 ELSE 0 END),
-    MAX(CASE WHEN strongest = 1 THEN reasons END), MAX(CASE WHEN strongest = 1 THEN resembles END)
-FROM members GROUP BY case_id
-ORDER BY MAX(risk) IS NULL, MAX(risk) DESC, MAX(score) DESC LIMIT ?"""
-    return [tuple(r) for r in conn.execute(sql, [*params, limit])]
+SELECT {", ".join(CASE_QUEUE_COLUMNS)} FROM ranked
+WHERE place <= ? OR (by_rule = 1 AND place_of_kind <= ?) ORDER BY place"""
+    return [tuple(r) for r in conn.execute(sql, [*params, limit, limit])]
 
 
 def dashboard_case_alerts(conn, version: str | None, case_id: int) -> list[tuple]:
-    """Every alert of one case, whatever the filters, highest risk first (ALERT_QUEUE_COLUMNS)."""
+    """Every alert of one case, whatever the filters, in queue order (ALERT_QUEUE_COLUMNS)."""
     source, where, params = _dashboard_where(DashboardFilters(status="alerts"), version)
     sql = (
         f"SELECT {', '.join(ALERT_QUEUE_FIELDS)} FROM {_with_cases(source)}{where} "
-        f"AND {_CASE_ID} = ? ORDER BY s.risk IS NULL, s.risk DESC, s.score DESC"
+        f"AND {_CASE_ID} = ? ORDER BY {_ALERT_ORDER}"
     )
     return [tuple(r) for r in conn.execute(sql, [*params, case_id])]

@@ -537,6 +537,13 @@ def _migration_alert_cases(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
+def _migration_combined_risk(conn: sqlite3.Connection) -> None:
+    # The autoencoder's risk combined with the re-ranker learnt from dispositions (0-100), for
+    # rows scored by a model version that has a re-ranker; NULL otherwise (and for rows scored
+    # before this migration). The alert queue orders by it when present, else by risk.
+    conn.execute(f"ALTER TABLE {SCORES} ADD COLUMN combined_risk REAL")
+
+
 SCORE_CLAIMS = "score_claims"
 
 # Ranges of transactions claimed by monitor workers (store/claims.py); used when several
@@ -572,6 +579,7 @@ MIGRATIONS = (
     ("auditors' rules, their versions and hits", _migration_rules),
     ("risk 0-100 next to each score", _migration_risk),
     ("linked alerts grouped into cases", _migration_alert_cases),
+    ("combined risk (autoencoder and re-ranker) next to each score", _migration_combined_risk),
     ("ranges claimed by monitor workers", _migration_score_claims),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -39,6 +39,7 @@ SCORE_COLUMNS = (
     "resembles",
     "scored_at",
     "risk",
+    "combined_risk",
 )
 SUBPROCESS_READ_ROWS = 50_000
 

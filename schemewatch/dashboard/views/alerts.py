@@ -7,13 +7,14 @@ import json
 import pandas as pd
 import streamlit as st
 
-from schemewatch import store, triage
-from schemewatch.dashboard import data, widgets
+from schemewatch import case_report, reranker, store, triage
+from schemewatch.dashboard import auth, data, widgets
 from schemewatch.dashboard.formatting import escape_markdown as md
 from schemewatch.errors import SchemewatchError
 from schemewatch.exporter import iso_timestamp
 
 NETWORK_NODES = 80  # beyond this the picture is a hairball; the table lists everyone
+QUEUE_LIMIT = 500  # cases listed by risk; cases raised by rules are listed beyond it
 
 
 def _when(seconds) -> str:
@@ -36,7 +37,7 @@ def alert_queue() -> None:
     if version is None:
         st.info("No model has been trained yet. Run `python train.py`.")
         return
-    queue = data.cases(settings.db_path, filters, version, 500)
+    queue = data.cases(settings.db_path, filters, version, QUEUE_LIMIT)
     if queue.empty:
         st.info("No alerts match the filters.")
         return
@@ -44,10 +45,18 @@ def alert_queue() -> None:
         "Alerts that share a beneficiary, an account, a phone, a payout agent within an hour or "
         "an enrolment camp are one case. Risk is 0-100; 90 is the model's alert line."
     )
+    re_ranked = bool(queue["combined_risk"].notna().any())
+    st.caption(md(_ordering(settings, version, re_ranked)))
+    _rule_cases_line(queue)
     shown = pd.DataFrame(
         {
             "case": queue["case_id"],
+            **({"combined risk": queue["combined_risk"].round(0)} if re_ranked else {}),
             "max risk": queue["risk"].round(0),
+            "raised by": [
+                " and ".join(n for n, f in (("model", m), ("rule", r)) if f) or "model"
+                for m, r in zip(queue["by_model"], queue["by_rule"], strict=True)
+            ],
             "alerts": queue["alerts"],
             "amount at risk": queue["amount"].round(0),
             "why (strongest)": [(widgets.reasons(r)[:1] or [""])[0] for r in queue["reasons"]],
@@ -74,6 +83,34 @@ def alert_queue() -> None:
     _case_view(settings, user, int(chosen), members)
 
 
+def _ordering(settings, version: str, re_ranked: bool) -> str:
+    """Which ordering the queue uses, in one sentence (and what the re-ranker learnt from)."""
+    learnt = data.reranker_card(settings.model_dir, version)
+    if re_ranked:
+        return (
+            "Ordered by combined risk: the model's risk re-ranked by what auditors confirmed "
+            f"({reranker.describe(learnt)})."
+        )
+    if learnt and not learnt.get("fitted"):
+        why = f": this model version has no re-ranker ({learnt['reason']} when it was trained)"
+        return f"Ordered by the model's risk{why}."
+    return "Ordered by the model's risk."
+
+
+def _rule_cases_line(queue: pd.DataFrame) -> None:
+    """Cases raised by auditors' rules are listed even below the line; say if any are not."""
+    listed = int(queue["by_rule"].sum())
+    total = int(queue["rule_cases"].iloc[0] or 0)
+    if total:
+        st.caption(
+            f"{total:,} cases hold an alert raised by an auditors' rule; every one is listed "
+            f"(below the top {QUEUE_LIMIT:,} by risk if need be)."
+            if listed == total
+            else f"{total - listed:,} of {total:,} cases raised by rules are not listed: "
+            "narrow the filters to see them."
+        )
+
+
 def _case_view(settings, user, case_id: int, members: pd.DataFrame) -> None:
     st.header(f"Case {case_id}: {len(members)} alerts")
     st.markdown(
@@ -93,6 +130,7 @@ def _case_view(settings, user, case_id: int, members: pd.DataFrame) -> None:
         tuple(int(t) for t in members["transaction_id"]),
     )
     payments.dataframe(_payments_table(members, sources), hide_index=True, width="stretch")
+    _report_download(settings, user, case_id)
     chosen = st.selectbox(
         "Payment in this case",
         members["transaction_id"].tolist(),
@@ -105,11 +143,42 @@ def _case_view(settings, user, case_id: int, members: pd.DataFrame) -> None:
     _triage_form(settings, user, case_id, [int(t) for t in members["transaction_id"]])
 
 
+def _report_download(settings, user, case_id: int) -> None:
+    """The printable case report (HTML), for roles that may download; built and audited on click."""
+    if not user.can("download"):
+        st.caption("Supervisors and admins can download a printable report of this case.")
+        return
+    version = st.session_state["version"]
+
+    def build() -> bytes:
+        # Built when clicked, perhaps long after the page was drawn: check the account as it is now.
+        auth.require_current(settings, user, "download")
+        conn = store.open_database(settings.db_path)
+        try:
+            page, _ = case_report.export(conn, version, case_id, user.username, user.role)
+        finally:
+            conn.close()
+        return page
+
+    st.download_button(
+        "Download the case report (printable HTML)",
+        data=build,
+        file_name=f"schemewatch-case-{case_id}.html",
+        mime="text/html",
+        key="download_case_report",
+    )
+
+
 def _payments_table(members: pd.DataFrame, sources: dict[int, str]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "transaction": members["transaction_id"],
             "alerted by": members["transaction_id"].map(lambda t: sources.get(int(t), "model")),
+            **(
+                {"combined risk": members["combined_risk"].round(0)}
+                if members["combined_risk"].notna().any()
+                else {}
+            ),
             "risk": members["risk"].round(0),
             "score": members["score"].round(1),
             "beneficiary": members["beneficiary_id"],

@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from schemewatch import modeling, store
+from schemewatch import modeling, reranker, store
 from schemewatch.dashboard import widgets
 from schemewatch.dashboard.formatting import escape_markdown as md
 
@@ -39,6 +39,24 @@ def _threshold_form(settings, user, version: str, threshold: float) -> None:
             st.success(f"Threshold set to {chosen:,.1f}; the monitor uses it from its next batch.")
 
 
+def _reranker_line(learnt: dict | None) -> None:
+    """What the re-ranker learnt from (auditors' dispositions), and what it does to the queue."""
+    if not learnt:
+        return
+    st.markdown(md(reranker.describe(learnt).capitalize() + "."))
+    if learnt.get("fitted"):
+        moved = learnt.get("changed", {})
+        st.caption(
+            md(
+                "The alert queue orders cases by the combined risk. Of the top "
+                f"{moved.get('top_alerts', 0):,} training alerts it moved "
+                f"{moved.get('moved_in', 0):,} in and {moved.get('moved_out', 0):,} out."
+            )
+        )
+    else:
+        st.caption("The alert queue orders cases by the model's risk.")
+
+
 def model_view() -> None:
     settings, user, _, version = widgets.context()
     st.title("Model")
@@ -55,6 +73,7 @@ def model_view() -> None:
     cols[2].metric("Alert budget", f"{card['alert_budget']:.1%}")
     if override:
         st.caption(md(f"Threshold set by {override['set_by']} at {override['set_at']}."))
+    _reranker_line(card.get("reranker"))
     if user.can("manage"):
         _threshold_form(settings, user, version, threshold)
     report_path = settings.model_dir / version / "evaluation.json"
