@@ -198,7 +198,7 @@ def add_accounts(db_path, accounts=ACCOUNTS) -> None:
 
 
 @pytest.fixture
-def site(scored_template, tmp_path, monkeypatch, request) -> Path:
+def site(scored_template, tmp_path, monkeypatch, request, engine) -> Path:
     """The scored site with asha (auditor), ravi (supervisor) and meera (admin)."""
     return make_site(scored_template, tmp_path, monkeypatch, request=request)
 

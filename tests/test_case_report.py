@@ -5,13 +5,14 @@ from __future__ import annotations
 import html
 import json
 import re
-import sqlite3
 
 import pytest
-from conftest import VIEWS, login
+from conftest import VIEWS, login, site_db
 from test_dashboard_cases import _largest_case, _open_case
 
 from schemewatch import case_report, modeling, store, triage
+
+pytestmark = pytest.mark.both_engines
 
 HOSTILE_ID = '<script>alert("id")</script>'
 HOSTILE_NOTE = (
@@ -21,7 +22,7 @@ HOSTILE_USER = "<b>mallory</b>"
 
 
 def _downloads(db) -> list[tuple]:
-    conn = sqlite3.connect(db)
+    conn = store.connect(db)
     try:
         return conn.execute(
             "SELECT actor, target, new_value, details FROM audit_log WHERE action = 'download'"
@@ -31,7 +32,7 @@ def _downloads(db) -> list[tuple]:
 
 
 def test_the_report_holds_the_payments_links_reasons_and_triage_history(site):
-    db = site / "transactions.db"
+    db = site_db()
     case_id, members = _largest_case(site)
     version = modeling.current_version(site / "modeling")
     conn = store.open_database(db)
@@ -124,7 +125,7 @@ def test_the_report_loads_nothing_from_outside():
 
 
 def test_an_auditor_may_not_export_a_case_report_and_nothing_is_audited(site):
-    db = site / "transactions.db"
+    db = site_db()
     case_id, _ = _largest_case(site)
     version = modeling.current_version(site / "modeling")
     conn = store.open_database(db)
@@ -135,12 +136,12 @@ def test_an_auditor_may_not_export_a_case_report_and_nothing_is_audited(site):
 
 
 def test_a_merged_or_unknown_case_is_one_clear_error(site):
-    conn = store.open_database(site / "transactions.db")
+    conn = store.open_database(site_db())
     version = modeling.current_version(site / "modeling")
     with pytest.raises(case_report.CaseNotFound, match="reload the page"):
         case_report.export(conn, version, -1, "ravi", "supervisor")
     conn.close()
-    assert _downloads(site / "transactions.db") == []
+    assert _downloads(site_db()) == []
 
 
 @pytest.mark.parametrize("username, offered", [("asha", False), ("ravi", True), ("meera", True)])

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
-from conftest import VIEWS
+from conftest import VIEWS, site_db
 from conftest import login as _login
 from test_dashboard import _case_members
 
 from schemewatch import modeling, store, triage
+
+pytestmark = pytest.mark.both_engines
 
 
 def _largest_case(site) -> tuple[int, list[int]]:
@@ -17,7 +17,7 @@ def _largest_case(site) -> tuple[int, list[int]]:
     listed = {
         int(o.removeprefix("case ")) for o in _alerts("asha").selectbox(key="case_choice").options
     }
-    conn = store.connect(site / "transactions.db", readonly=True)
+    conn = store.connect(site_db(), readonly=True)
     version = modeling.current_version(site / "modeling")
     members: dict[int, list[int]] = {}
     for transaction_id, case_id in store.alert_case_members(conn, version):
@@ -78,12 +78,12 @@ def test_triage_of_a_case_gives_every_payment_its_event_and_audit_entry(
     next(b for b in app.button if b.label == "Save").click()
     app.run()
     assert not app.exception and any("recorded in the audit log" in s.value for s in app.success)
-    conn = store.open_database(site / "transactions.db")
+    conn = store.open_database(site_db())
     for member in members:
         case = triage.load_case(conn, member)
         assert (case.disposition, case.updated_by) == ("needs_information", username)
         assert len(store.case_history(conn, member)) == 1
-    raw = sqlite3.connect(site / "transactions.db")
+    raw = store.connect(site_db())
     audited = raw.execute(
         "SELECT target FROM audit_log WHERE action = 'case disposition' AND actor = ?",
         (username,),
@@ -94,7 +94,7 @@ def test_triage_of_a_case_gives_every_payment_its_event_and_audit_entry(
 def test_a_case_save_over_a_newer_change_to_one_payment_is_refused_and_saves_nothing(site):
     case_id, members = _largest_case(site)
     app = _open_case(_alerts("asha"), case_id)
-    conn = store.open_database(site / "transactions.db")
+    conn = store.open_database(site_db())
     triage.update_case(conn, members[-1], "ravi", "supervisor", note="Ravi's finding.")
     app.text_area[0].input("Asha's finding.")
     next(b for b in app.button if b.label == "Save").click()

@@ -1,13 +1,13 @@
 """AppTest of the Rules page per role: auditors read, supervisors and admins write and switch."""
 
-import sqlite3
-
 import pytest
-from conftest import VIEWS
+from conftest import VIEWS, site_db
 from conftest import login as _login
 from conftest import open_dashboard as _app
 
 from schemewatch import rules, store
+
+pytestmark = pytest.mark.both_engines
 
 PAGE = f"{VIEWS}/rules.py"
 
@@ -25,7 +25,7 @@ def _labels(app) -> set[str]:
 
 
 def _add(site_path, name: str, expression: str) -> None:
-    conn = store.open_database(site_path / "transactions.db")
+    conn = store.open_database(site_db())
     rules.add_rule(conn, name, expression, "set up", "setup", "admin")
     conn.close()
 
@@ -73,7 +73,7 @@ def test_a_supervisor_or_admin_adds_backtests_and_switches_on_a_rule(site, usern
     app.button(key="rule_enable").click()
     app.run()
     assert any("is on" in s.value for s in app.success)
-    conn = sqlite3.connect(site / "transactions.db")
+    conn = store.connect(site_db())
     actions = conn.execute(
         "SELECT actor, action FROM audit_log WHERE action LIKE 'rule%' ORDER BY entry_id"
     ).fetchall()
@@ -109,18 +109,18 @@ def test_the_alert_queue_can_say_which_alerts_came_from_the_model(site):
     from schemewatch.dashboard import data
 
     version = modeling.current_version(site / "modeling")
-    conn = sqlite3.connect(site / "transactions.db")
-    ids = [r[0] for r in conn.execute("SELECT transaction_id FROM scores WHERE is_alert LIMIT 5")]
-    assert data.alert_sources(site / "transactions.db", version, tuple(ids)) == {
-        i: "model" for i in ids
-    }
+    conn = store.connect(site_db())
+    ids = [
+        r[0] for r in conn.execute("SELECT transaction_id FROM scores WHERE is_alert = 1 LIMIT 5")
+    ]
+    assert data.alert_sources(site_db(), version, tuple(ids)) == {i: "model" for i in ids}
 
 
 def test_an_edit_on_the_page_is_a_new_version_switched_off(site):
     _add(site, "big", "amount > 5000")
-    conn = store.open_database(site / "transactions.db")
+    conn = store.open_database(site_db())
     first, last = store.paid_at_range(conn)
-    result = rules.backtest(site / "transactions.db", "amount > 5000", first, last + 1, None)
+    result = rules.backtest(site_db(), "amount > 5000", first, last + 1, None)
     rules.record_backtest(conn, "big", result, "setup", "admin")
     rules.set_enabled(conn, "big", True, "setup", "admin")
     conn.close()
@@ -133,7 +133,7 @@ def test_an_edit_on_the_page_is_a_new_version_switched_off(site):
     assert any("new version" in s.value for s in app.success)
     assert app.code[0].value == "amount > 9000"
     assert app.button(key="rule_enable").disabled
-    audit = sqlite3.connect(site / "transactions.db").execute(
+    audit = store.connect(site_db()).execute(
         "SELECT actor, action, old_value, new_value FROM audit_log ORDER BY entry_id DESC LIMIT 1"
     )
     assert audit.fetchone() == ("meera", "rule edited", "amount > 5000", "amount > 9000")

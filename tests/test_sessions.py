@@ -20,7 +20,7 @@ LIMITS = sessions.Lifetimes()
 
 
 @pytest.fixture
-def site(scored_template, tmp_path, monkeypatch, request):
+def site(scored_template, tmp_path, monkeypatch, request, engine):
     """The scored site with a supervisor and an admin only."""
     accounts = (("ravi", "supervisor"), ("meera", "admin"))
     return make_site(scored_template, tmp_path, monkeypatch, accounts, request=request)
