@@ -74,14 +74,18 @@ def test_contributions_explain_the_autoencoder_part(fitted, data):
     assert fitted.score(data[1][[worst]]) > fitted.score(data[1][[best]])
 
 
-@pytest.mark.parametrize("aggregation", ["max", "mean"])
+@pytest.mark.parametrize("aggregation", ["max", "top2", "mean"])
 def test_without_the_forest_the_score_is_the_aggregated_contributions(data, aggregation):
     config = AutoencoderConfig(
         hidden=(8, 3), epochs=3, seed=1, aggregation=aggregation, isolation_forest=False
     )
     detector = AutoencoderDetector(config).fit(data[0])
     parts = detector.contributions(data[1])
-    expected = parts.max(axis=1) if aggregation == "max" else parts.mean(axis=1)
+    expected = {
+        "max": parts.max(axis=1),
+        "top2": np.sort(parts, axis=1)[:, -2:].sum(axis=1),
+        "mean": parts.mean(axis=1),
+    }[aggregation]
     np.testing.assert_allclose(detector.score(data[1]), expected, rtol=1e-6)
     assert detector.forest is None
 
@@ -178,13 +182,15 @@ def test_segments_judge_a_value_against_rows_of_the_same_kind(segmented):
 
 
 def test_with_segments_one_feature_far_out_of_line_is_enough(segmented):
-    """Segmented data (our payments) score the largest contribution, with no forest: the monitor
-    reads the score as the largest contribution."""
+    """Segmented data (our payments) score the two largest contributions added, with no forest:
+    one feature far out of line is enough, a second one adds to it."""
     rows = np.array([[1.0, 0.5, -0.5, 0.0, 1.0], [0.0, 9.0, 0.0, 1.0, 0.0]], np.float32)
-    assert segmented.aggregation == "max" and segmented.forest is None
+    assert segmented.aggregation == "top2" and segmented.forest is None
+    parts = segmented.contributions(rows)
     np.testing.assert_allclose(
-        segmented.score(rows), segmented.contributions(rows).max(axis=1), rtol=1e-6
+        segmented.score(rows), np.sort(parts, axis=1)[:, -2:].sum(axis=1), rtol=1e-6
     )
+    assert (segmented.score(rows) >= parts.max(axis=1)).all()
 
 
 def test_context_columns_never_contribute(segmented):
