@@ -9,7 +9,9 @@ How it learns:
    constant columns are harmless);
 2. the autoencoder sees the scaled row clipped to the training rows' 0.5-99.5 percentiles, so
    heavy tails do not swamp training and a value beyond anything seen in training cannot be
-   reconstructed, only approximated at the edge;
+   reconstructed, only approximated at the edge; with segments, also to the row's own segment's
+   0.1-99.9 percentiles where those are narrower (a value everyday for one kind of row but unheard
+   of for this kind cannot be copied through);
 3. unless `hidden` is given, the layers are sized from the data's width (bottleneck about 3/8
    of the columns); the batch shrinks on small data so every epoch takes several steps;
 4. training length is chosen on a held-out validation share with early stopping (best weights
@@ -67,6 +69,10 @@ FOREST_FILE = "isolation_forest.joblib"
 SCORE_CHUNK = 65_536
 CLIP = 1_000.0
 INPUT_PERCENTILES = (0.5, 99.5)
+# Within a segment, the input is also clipped to that segment's own (wider) percentiles wherever
+# they are narrower than all rows' range: a value beyond anything seen in rows of its kind cannot
+# be copied through from another kind's habits.
+SEGMENT_INPUT_PERCENTILES = (0.1, 99.9)
 TYPICAL_ERROR_QUANTILE = 0.999
 ERROR_FLOOR = 0.01
 MIN_SEGMENT_ROWS = 20_000
@@ -125,6 +131,7 @@ class AutoencoderDetector:
         self.scale: np.ndarray | None = None
         self.input_low: np.ndarray | None = None
         self.input_high: np.ndarray | None = None
+        self.segment_input_range: dict[int, np.ndarray] = {}  # segment -> [low, high] rows
         self.error_scale: np.ndarray | None = None
         self.segment_error_scale: dict[int, np.ndarray] = {}
         self.score_scaling: dict[str, list[float]] = {}
@@ -138,8 +145,17 @@ class AutoencoderDetector:
         scaled /= self.scale
         return np.clip(scaled, -CLIP, CLIP, out=scaled)
 
-    def _model_input(self, scaled: np.ndarray) -> np.ndarray:
-        return np.clip(scaled, self.input_low, self.input_high).astype(np.float32, copy=False)
+    def _model_input(self, scaled: np.ndarray, segments: np.ndarray) -> np.ndarray:
+        """The scaled rows clipped to the training range (of their segment where it has one)."""
+        if not self.segment_input_range:
+            return np.clip(scaled, self.input_low, self.input_high).astype(np.float32, copy=False)
+        ranges = self.segment_input_range.values()
+        low = np.vstack([self.input_low, *(r[0] for r in ranges)])
+        high = np.vstack([self.input_high, *(r[1] for r in ranges)])
+        index = np.zeros(len(segments), np.int64)
+        for position, segment in enumerate(self.segment_input_range, start=1):
+            index[segments == segment] = position
+        return np.clip(scaled, low[index], high[index]).astype(np.float32, copy=False)
 
     @property
     def uses_forest(self) -> bool:
@@ -152,8 +168,9 @@ class AutoencoderDetector:
         matrix = np.asarray(matrix, dtype=np.float32)
         if matrix.ndim != 2 or len(matrix) < 2:
             raise ValueError("fit needs a matrix of at least two rows")
-        self._fit_scaling(matrix)
-        self._fit_autoencoder(self._model_input(self._scaled(matrix)))
+        segments = self.segments(matrix)
+        self._fit_scaling(matrix, segments)
+        self._fit_autoencoder(self._model_input(self._scaled(matrix), segments))
         self.aggregation = self.config.aggregation
         if self.aggregation == "auto":
             self.aggregation = "top2" if self.config.segment_columns else "mean"
@@ -161,7 +178,6 @@ class AutoencoderDetector:
         self.segment_error_scale = {}
         errors = self.contributions(matrix)
         self.error_scale = _typical_error(errors)
-        segments = self.segments(matrix)
         for segment in np.unique(segments):
             rows = segments == segment
             if segment >= 0 and rows.sum() >= MIN_SEGMENT_ROWS:
@@ -177,15 +193,24 @@ class AutoencoderDetector:
             }
         return self
 
-    def _fit_scaling(self, matrix: np.ndarray) -> None:
+    def _fit_scaling(self, matrix: np.ndarray, segments: np.ndarray) -> None:
         self.center = np.median(matrix, axis=0)
         q75, q25 = np.percentile(matrix, [75, 25], axis=0)
         spread = q75 - q25
         fallback = matrix.std(axis=0)
         self.scale = np.where(spread > 1e-6, spread, np.where(fallback > 1e-6, fallback, 1.0))
         self.scale = self.scale.astype(np.float32)
-        low, high = np.percentile(self._scaled(matrix), INPUT_PERCENTILES, axis=0)
+        scaled = self._scaled(matrix)
+        low, high = np.percentile(scaled, INPUT_PERCENTILES, axis=0)
         self.input_low, self.input_high = low.astype(np.float32), high.astype(np.float32)
+        self.segment_input_range = {}
+        for segment in np.unique(segments):
+            rows = segments == segment
+            if segment >= 0 and rows.sum() >= MIN_SEGMENT_ROWS:
+                own_low, own_high = np.percentile(scaled[rows], SEGMENT_INPUT_PERCENTILES, axis=0)
+                self.segment_input_range[int(segment)] = np.array(
+                    [np.maximum(own_low, low), np.minimum(own_high, high)], np.float32
+                )
 
     def _fit_autoencoder(self, inputs: np.ndarray) -> None:
         """Train with early stopping on a held-out share, within the epoch and row budgets."""
@@ -265,7 +290,8 @@ class AutoencoderDetector:
             rows = slice(start, start + SCORE_CHUNK)
             error = self._scaled(matrix[rows])
             # Calling the model directly is far faster than predict() on large batches.
-            error -= np.asarray(self.model(self._model_input(error), training=False))
+            model_input = self._model_input(error, segments[rows])
+            error -= np.asarray(self.model(model_input, training=False))
             np.square(error, out=error)
             np.divide(error, self._error_scales(segments[rows]), out=out[rows])
         out[:, list(self.config.context_columns)] = 0.0
@@ -313,6 +339,9 @@ class AutoencoderDetector:
             "scale": self.scale.tolist(),
             "input_low": self.input_low.tolist(),
             "input_high": self.input_high.tolist(),
+            "segment_input_range": {
+                str(k): v.tolist() for k, v in self.segment_input_range.items()
+            },
             "error_scale": self.error_scale.tolist(),
             "segment_error_scale": {
                 str(k): v.tolist() for k, v in self.segment_error_scale.items()
@@ -348,6 +377,10 @@ class AutoencoderDetector:
         detector.scale = np.array(scaling["scale"], dtype=np.float32)
         detector.input_low = np.array(scaling["input_low"], dtype=np.float32)
         detector.input_high = np.array(scaling["input_high"], dtype=np.float32)
+        detector.segment_input_range = {
+            int(k): np.array(v, dtype=np.float32)
+            for k, v in scaling.get("segment_input_range", {}).items()
+        }
         detector.error_scale = np.array(scaling["error_scale"], dtype=np.float32)
         detector.segment_error_scale = {
             int(k): np.array(v, dtype=np.float32)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from schemewatch import detector as detector_module
 from schemewatch.detector import AutoencoderConfig, AutoencoderDetector, layer_sizes
 
 CONFIG = AutoencoderConfig(hidden=(8, 3), epochs=15, batch_size=128, seed=5)
@@ -205,3 +206,23 @@ def test_segment_yardsticks_survive_save_and_load(segmented, tmp_path):
     loaded = AutoencoderDetector.load(tmp_path / "model")
     assert loaded.config == segmented.config
     np.testing.assert_allclose(loaded.score(rows), segmented.score(rows), rtol=1e-6)
+
+
+def test_a_value_unheard_of_in_its_segment_is_not_copied_through(monkeypatch, tmp_path):
+    """Inputs are clipped to the row's own segment's range too: a flag everyday for kind A but
+    never seen in kind B reaches the network as B's normal value, so it cannot be reconstructed."""
+    monkeypatch.setattr(detector_module, "MIN_SEGMENT_ROWS", 500)
+    rng = np.random.default_rng(4)
+    kind_b = rng.random(3000) < 0.5
+    flag = np.where(kind_b, 0.0, (rng.random(3000) < 0.3).astype(float))
+    matrix = np.column_stack([flag, rng.normal(size=(3000, 2)), ~kind_b, kind_b]).astype(np.float32)
+    config = AutoencoderConfig(
+        hidden=(8, 3), epochs=3, seed=2, context_columns=(3, 4), segment_columns=(3, 4)
+    )
+    detector = AutoencoderDetector(config).fit(matrix)
+    rows = np.array([[1.0, 0.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0, 1.0]], np.float32)
+    inputs = detector._model_input(detector._scaled(rows), detector.segments(rows))
+    assert inputs[0, 0] > 0 and inputs[1, 0] == pytest.approx(0.0)
+    detector.save(tmp_path / "model")
+    loaded = AutoencoderDetector.load(tmp_path / "model")
+    np.testing.assert_allclose(loaded.score(rows), detector.score(rows), rtol=1e-6)
