@@ -28,7 +28,7 @@ FEATURE_TYPOLOGY = {
     "log_days_before_window": "off_cycle",
     "log_days_after_window": "off_cycle",
     "km_from_home": "geo_mismatch",
-    "km_from_home_or_last_payout": "geo_mismatch",
+    "km_from_home_or_usual_payout": "geo_mismatch",
     **{f"log_scheme_payments_{w}": "burst" for w in features.BENEFICIARY_WINDOWS},
     **{f"log_scheme_amount_{w}": "burst" for w in features.BENEFICIARY_WINDOWS},
     "earlier_payments_same_period": "duplicate_instalment",
@@ -101,8 +101,8 @@ _SENTENCES = {
         "paid {value} days after the instalment period's payment window closed; normal is {normal}",
         _count,
     ),
-    "km_from_home_or_last_payout": (
-        "paid {value} from both home and the previous payout place; normal is {normal}",
+    "km_from_home_or_usual_payout": (
+        "paid {value} from home and from the previous payout places; normal is {normal}",
         _km,
     ),
     "km_from_home": ("paid {value} from the beneficiary's home; normal is {normal}", _km),

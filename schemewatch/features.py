@@ -55,7 +55,7 @@ FEATURE_NAMES = (
     "log_days_before_window",
     "log_days_after_window",
     "km_from_home",
-    "km_from_home_or_last_payout",
+    "km_from_home_or_usual_payout",
     *(f"log_scheme_payments_{w}" for w in BENEFICIARY_WINDOWS),
     *(f"log_scheme_amount_{w}" for w in BENEFICIARY_WINDOWS),
     "earlier_payments_same_period",
@@ -160,13 +160,16 @@ def compute_features(
     paid_at = frame["paid_at"].to_numpy(np.int64)
     order = _grouped_order(codes.beneficiary, paid_at)
     same = codes.beneficiary[order][1:] == codes.beneficiary[order][:-1]
-    row["km_from_home_or_last_payout"] = _near_home_or_habit(
-        frame, order, same, row["km_from_home"]
+    scheme_order = _grouped_order(codes.beneficiary * len(codes.schemes) + codes.scheme, paid_at)
+    near_home_or_habit, has_habit = _near_home_or_habit(
+        frame, codes, (order, scheme_order), row["km_from_home"]
     )
-    by_beneficiary = partial(_beneficiary_windows, frame, codes, row["entitlement"], order, same)
-    by_account_and_agent = partial(
-        _account_and_agent, frame, codes, row["km_from_home_or_last_payout"]
+    # Someone with no earlier payout has no habit to depart from yet: km_from_home speaks for them.
+    row["km_from_home_or_usual_payout"] = np.where(has_habit, near_home_or_habit, 0.0)
+    by_beneficiary = partial(
+        _beneficiary_windows, frame, codes, row["entitlement"], order, same, scheme_order
     )
+    by_account_and_agent = partial(_account_and_agent, frame, codes, near_home_or_habit)
     if len(frame) >= PARALLEL_ROWS:
         # The two groups are independent, and numpy sorts without holding the interpreter.
         with ThreadPoolExecutor(max_workers=1) as helper:
@@ -285,9 +288,10 @@ def _window_counts(keys, paid_at, amount, window: int, order=None) -> tuple[np.n
 
 
 def _beneficiary_windows(
-    frame: pd.DataFrame, codes: _Codes, entitlement: np.ndarray, order, same
+    frame: pd.DataFrame, codes: _Codes, entitlement: np.ndarray, order, same, scheme_order
 ) -> dict:
-    """Windows over the beneficiary's own payments; `same`: row in `order` has the previous's id."""
+    """Windows over the beneficiary's own payments; `same`: row in `order` has the previous's id;
+    `scheme_order`: rows by (beneficiary, scheme), then time."""
     paid_at = frame["paid_at"].to_numpy(np.int64)
     amount = frame["amount"].to_numpy(float)
     beneficiary = codes.beneficiary
@@ -295,7 +299,6 @@ def _beneficiary_windows(
     # Per scheme: a pension and a crop instalment drawn in one visit are everyday; the same
     # scheme paid again within hours or days is not.
     beneficiary_scheme = beneficiary * len(codes.schemes) + codes.scheme
-    scheme_order = _grouped_order(beneficiary_scheme, paid_at)
     for name, window in BENEFICIARY_WINDOWS.items():
         counts, sums = _window_counts(beneficiary_scheme, paid_at, amount, window, scheme_order)
         out[f"log_scheme_payments_{name}"] = np.log1p(counts)
@@ -332,21 +335,33 @@ def _into_new_account(codes: _Codes, order, same, previous_gap) -> np.ndarray:
     return (first_on_account & paid_before & codes.has_account).astype(float)
 
 
-def _near_home_or_habit(frame, order, same_as_previous, km_from_home) -> np.ndarray:
-    """Distance from home or from the previous payout, whichever is nearer.
+def _near_home_or_habit(frame, codes: _Codes, orders, km_from_home) -> tuple[np.ndarray, ...]:
+    """Distance from home or from the places the beneficiary usually draws money, whichever is
+    nearest: the previous payout, and the previous payout of the same scheme; and whether there
+    was any earlier payout to compare with.
 
-    A migrant who always draws money in the same distant city is near their habit; a payout far
-    from both home and the last payout place is not.
+    A migrant who draws one scheme's money in a distant city and the others at home is near their
+    habit for each; a payout far from home and from every earlier payout place is not. Earlier
+    payouts count only within NO_PREVIOUS_PAYMENT_DAYS (the history a batch is given).
     """
-    lat = frame["latitude"].to_numpy(float)[order]
-    lon = frame["longitude"].to_numpy(float)[order]
-    from_last = np.full(len(order), np.inf)
-    from_last[1:] = np.where(
-        same_as_previous, haversine_km(lat[1:], lon[1:], lat[:-1], lon[:-1]), np.inf
-    )
-    out = np.empty(len(order))
-    out[order] = np.minimum(km_from_home[order], from_last)
-    return out
+    beneficiary_order, scheme_order = orders
+    keys = (codes.beneficiary, codes.beneficiary * len(codes.schemes) + codes.scheme)
+    lat, lon = frame["latitude"].to_numpy(float), frame["longitude"].to_numpy(float)
+    paid_at = frame["paid_at"].to_numpy(np.int64)
+    nearest = np.asarray(km_from_home, float).copy()
+    has_habit = np.zeros(len(nearest), bool)
+    for order, key in zip((beneficiary_order, scheme_order), keys, strict=True):
+        now, before = order[1:], order[:-1]
+        known = (key[now] == key[before]) & (
+            paid_at[now] - paid_at[before] < NO_PREVIOUS_PAYMENT_DAYS * DAY
+        )
+        from_previous = np.full(len(order), np.inf)
+        from_previous[now[known]] = haversine_km(
+            lat[now[known]], lon[now[known]], lat[before[known]], lon[before[known]]
+        )
+        nearest = np.fmin(nearest, from_previous)
+        has_habit[now[known]] = True
+    return nearest, has_habit
 
 
 def _earlier_in_group(keys: np.ndarray) -> np.ndarray:

@@ -47,7 +47,8 @@ class Tail:
 
     Every row paid on or after `horizon` (the newest payment seen, less the longest window and a
     day of slack) stays. Of older rows only what the features need per key stays: each
-    beneficiary's latest payment (days since the last payment, distance from the last payout)
+    beneficiary's latest payment of each scheme (days since the last payment, distance from the
+    usual payout places)
     and one payment per (account, beneficiary) (distinct beneficiaries on an account, counted
     over all time). So its size follows the population and one window of payments, not the rows
     stored. Of the rows dropped, only a 64-bit hash of their (beneficiary, scheme, period) is
@@ -105,7 +106,8 @@ class Tail:
         older = frame[old]
         time_order = np.lexsort((older["transaction_id"].to_numpy(), older["paid_at"].to_numpy()))
         older = older.iloc[time_order]
-        latest = ~older["beneficiary_id"].duplicated(keep="last").to_numpy()
+        # The latest of each scheme: distance from habit also looks at the same scheme's last.
+        latest = ~older.duplicated(["beneficiary_id", "scheme"], keep="last").to_numpy()
         first_on_account = ~older.duplicated(["account_id", "beneficiary_id"]).to_numpy()
         kept_older = older.index.to_numpy()[latest | first_on_account]
         keep[kept_older] = True

@@ -18,11 +18,19 @@ import numpy as np
 
 from schemewatch import generator, schemes, store
 from schemewatch.errors import FeedExhausted
-from schemewatch.geography import haversine_km, load_districts, nearest_district
+from schemewatch.geography import haversine_km
+from schemewatch.live_world import world_from_registry
 from schemewatch.payments import LABELS, NO_AGENT, Payments
-from schemewatch.population import World
-from schemewatch.schedule import BANK, day_number, settle
-from schemewatch.typologies import enrol_ghosts, inflate_amounts, send_far_away
+from schemewatch.schedule import BANK, settle
+from schemewatch.typologies import (
+    FAMILIES,
+    count_between,
+    enrol_ghosts,
+    inflate_amounts,
+    log_uniform,
+    off_cycle_period,
+    send_far_away,
+)
 
 REST_SECONDS = 6 * 3600
 AGENT_SECONDS_PER_PAYOUT = (180, 480)
@@ -45,110 +53,6 @@ class FeedTotals:
         self.by_typology.update(LABELS[i] for i in labels.tolist())
 
 
-def _day(text: str | None) -> int:
-    return -1 if not text else day_number(date.fromisoformat(text))
-
-
-def world_from_registry(registry: dict, rng) -> World:
-    """Rebuild a World from the registry tables so the feed can pay existing beneficiaries."""
-    districts = load_districts()
-    district_index = {
-        (s, d): i for i, (s, d) in enumerate(zip(districts.state, districts.name, strict=True))
-    }
-
-    def locate(state, district, lat, lon) -> int:
-        found = district_index.get((state, district))
-        return found if found is not None else nearest_district(lat, lon)
-
-    people, agents = registry["beneficiaries"], registry["agents"]
-    accounts = sorted({p["account_id"] or f"NOACCOUNT-{p['beneficiary_id']}" for p in people})
-    account_index = {a: i for i, a in enumerate(accounts)}
-    operators = sorted({p["enrolled_by"] or "unknown" for p in people})
-    operator_index = {o: i for i, o in enumerate(operators)}
-    district = np.array(
-        [
-            locate(p["state"], p["district"], p["home_latitude"], p["home_longitude"])
-            for p in people
-        ],
-        dtype=np.int64,
-    )
-    agent_district = np.array(
-        [locate(a["state"], a["district"], a["latitude"], a["longitude"]) for a in agents],
-        dtype=np.int64,
-    )
-    agent_lat = np.array([a["latitude"] for a in agents], dtype=float)
-    agent_lon = np.array([a["longitude"] for a in agents], dtype=float)
-    home_lat = np.array([p["home_latitude"] for p in people], dtype=float)
-    home_lon = np.array([p["home_longitude"] for p in people], dtype=float)
-    position = {p["beneficiary_id"]: i for i, p in enumerate(people)}
-    enrolments = registry["enrolments"]
-    scheme = np.array([schemes.SCHEME_CODES.index(e["scheme"]) for e in enrolments], dtype=np.int8)
-    return World(
-        districts=districts,
-        beneficiary_ids=np.array([p["beneficiary_id"] for p in people]),
-        district=district,
-        home_lat=home_lat,
-        home_lon=home_lon,
-        account=np.array(
-            [account_index[p["account_id"] or f"NOACCOUNT-{p['beneficiary_id']}"] for p in people],
-            dtype=np.int64,
-        ),
-        phone_hash=np.array([p["phone_hash"] or "" for p in people]),
-        operator=np.array(
-            [operator_index[p["enrolled_by"] or "unknown"] for p in people], dtype=np.int64
-        ),
-        enrolled_day=np.array([_day(p["enrolled_on"]) for p in people], dtype=np.int64),
-        death_day=np.array([_day(p["date_of_death"]) for p in people], dtype=np.int64),
-        persona=np.full(len(people), 2),
-        home_agent=_nearest_agents(
-            rng, district, home_lat, home_lon, agent_district, agent_lat, agent_lon
-        ),
-        away_agent=np.full(len(people), -1, dtype=np.int64),
-        agent_ids=np.array([a["agent_id"] for a in agents]),
-        agent_district=agent_district,
-        agent_lat=agent_lat,
-        agent_lon=agent_lon,
-        agent_market_weekday=np.array([a["market_weekday"] or 0 for a in agents], dtype=np.int64),
-        operator_ids=operators,
-        account_ids=accounts,
-        enrolment_beneficiary=np.array(
-            [position[e["beneficiary_id"]] for e in enrolments], dtype=np.int64
-        ),
-        enrolment_scheme=scheme,
-        enrolment_entitlement=np.array([e["entitlement"] for e in enrolments], dtype=float),
-        enrolment_channel=_preferred_channels(rng, scheme, have_agents=len(agents) > 0),
-        enrolment_day=np.array([_day(e["enrolled_on"]) for e in enrolments], dtype=np.int64),
-    )
-
-
-def _nearest_agents(rng, district, lat, lon, agent_district, agent_lat, agent_lon) -> np.ndarray:
-    """A random agent of the beneficiary's district, else the nearest agent anywhere."""
-    chosen = np.full(len(district), -1, dtype=np.int64)
-    if len(agent_district) == 0:
-        return chosen
-    for d in np.unique(district):
-        rows = np.flatnonzero(district == d)
-        local = np.flatnonzero(agent_district == d)
-        if len(local):
-            chosen[rows] = local[rng.integers(0, len(local), len(rows))]
-        else:
-            for r in rows:
-                chosen[r] = int(np.argmin(haversine_km(lat[r], lon[r], agent_lat, agent_lon)))
-    return chosen
-
-
-def _preferred_channels(rng, scheme: np.ndarray, have_agents: bool) -> np.ndarray:
-    channel = np.full(len(scheme), BANK, dtype=np.int8)
-    if not have_agents:
-        return channel
-    for index, code in enumerate(schemes.SCHEME_CODES):
-        rows = np.flatnonzero(scheme == index)
-        names, shares = zip(*schemes.SCHEMES[code].channel_mix, strict=True)
-        options = [schemes.CHANNELS.index(c) for c in names]
-        channel[rows] = rng.choice(options, size=len(rows), p=shares)
-    return channel
-
-
 class LiveFeed:
     """Pays the current period's instalments of unpaid enrolments, a batch per tick."""
 
@@ -169,6 +73,12 @@ class LiveFeed:
         self.periods: dict[str, str] = {}
         self.last_paid = np.full(self.world.size + 100_000, -np.inf)
         self.agent_free_at = np.zeros(len(self.world.agent_ids))
+        # Injected rows timed after the current tick, emitted when their time comes.
+        self.scheduled = Payments.empty()
+        # beneficiary -> (typology, group, until, account or None): their later payments belong
+        # to a flowing ring or a ghost group.
+        self.continuing: dict[int, tuple] = {}
+        self._positions: dict | None = None  # beneficiary/account/agent id -> World index
         self._refresh_pools(int(self.clock()))
 
     # pools -----------------------------------------------------------------------------------
@@ -259,125 +169,253 @@ class LiveFeed:
         return self.next_group - 1
 
     def _inject(self, typology: str, now: int, writes: dict) -> Payments | None:
-        """One group of labelled fraud, paid now; registry changes go into `writes`."""
-        rng, world = self.rng, self.world
-        if typology in ("over_entitlement", "geo_mismatch", "off_cycle", "payment_after_death"):
-            enrolment = self._take(1)
-            if len(enrolment) == 0:
-                return None
-            scheme = schemes.SCHEME_CODES[world.enrolment_scheme[enrolment[0]]]
-            periods = None
-            if typology == "off_cycle":
-                periods = [schemes.period_for_payment(scheme, now - 400 * DAY)]
-            rows = self._pay(enrolment, now, periods)
-            if typology == "over_entitlement":
-                inflate_amounts(rng, world, rows)
-            elif typology == "geo_mismatch":
-                if len(world.agent_ids) == 0:
-                    return None
-                send_far_away(rng, world, rows)
-            elif typology == "payment_after_death":
-                beneficiary = int(rows.beneficiary[0])
-                died = (now // DAY) - int(rng.integers(60, 400))
-                world.death_day[beneficiary] = died
-                writes["deaths"].append(
-                    (
-                        world.beneficiary_ids[beneficiary],
-                        date.fromordinal(date(1970, 1, 1).toordinal() + died).isoformat(),
-                    )
-                )
-        elif typology == "duplicate_instalment":
-            if not self.paid_enrolments:
-                return None
-            enrolment = np.array([self.paid_enrolments[rng.integers(0, len(self.paid_enrolments))]])
-            rows = self._pay(enrolment, now)
-        elif typology == "burst":
-            enrolment = self._take(1)
-            if len(enrolment) == 0:
-                return None
-            size = int(rng.integers(5, 13))
-            scheme = schemes.SCHEME_CODES[world.enrolment_scheme[enrolment[0]]]
-            periods = [schemes.period_for_payment(scheme, now - k * 31 * DAY) for k in range(size)]
-            rows = self._pay(np.repeat(enrolment, size), now, periods)
-            rows.paid_at[:] = now + np.arange(size)
-        elif typology == "shared_account_ring":
-            seed = self._take(1)
-            if len(seed) == 0:
-                return None
-            district = world.district[world.enrolment_beneficiary[seed[0]]]
-            members = self._take(
-                int(rng.integers(7, 15)),
-                where=lambda e: world.district[world.enrolment_beneficiary[e]] == district,
-            )
-            rows = self._pay(np.r_[seed, members], now)
-            rows.account[:] = world.new_account()
-        elif typology == "agent_collusion":
-            if len(world.agent_ids) == 0:
-                return None
-            agent = int(rng.integers(0, len(world.agent_ids)))
-            local_hour = ((now + schemes.IST_OFFSET_SECONDS) % DAY) / 3600
-            night = local_hour >= 22 or local_hour < 5
-
-            def far_from_agent(e):
-                b = world.enrolment_beneficiary[e]
-                d = haversine_km(
-                    world.home_lat[b],
-                    world.home_lon[b],
-                    world.agent_lat[agent],
-                    world.agent_lon[agent],
-                )
-                return d < 150 if night else d > 300
-
-            enrolments = self._take(int(rng.integers(10, 31)), where=far_from_agent)
-            if len(enrolments) == 0:
-                return None
-            rows = self._pay(enrolments, now)
-            rows.paid_at[:] = now + np.cumsum(rng.integers(5, 40, len(rows)))
-            rows.agent[:], rows.channel[:] = agent, schemes.CHANNELS.index("AEPS")
-            rows.latitude[:], rows.longitude[:] = world.agent_lat[agent], world.agent_lon[agent]
-        elif typology == "ghost_beneficiary":
-            first_person = world.size
-            new = enrol_ghosts(
-                rng, world, int(rng.integers(10, 21)), (now // DAY) - int(rng.integers(30, 90))
-            )
-            writes["people"].append(np.arange(first_person, world.size))
-            writes["enrolments"].append(new)
-            rows = self._pay(new, now)
-        else:
+        """One group of labelled fraud drawn from the typology's family (`typologies.FAMILIES`,
+        as the generator draws them); rows timed later than now wait in `scheduled`, and
+        registry changes go into `writes`. Returns the group's rows (all of them, due or not)."""
+        inject = getattr(self, f"_inject_{typology}", None)
+        if inject is None:
             raise ValueError(typology)
+        group = self.next_group
+        rows = inject(now, writes)
+        if rows is None or len(rows) == 0:
+            return None
         rows.mark(typology, self._group())
+        assert group == rows.group[0]  # `continuing` entries made by inject use this group
         return rows
 
+    def _one_payment(self, now: int, periods=None) -> Payments | None:
+        enrolment = self._take(1)
+        return self._pay(enrolment, now, periods) if len(enrolment) else None
+
+    def _inject_over_entitlement(self, now: int, writes: dict) -> Payments | None:
+        rows = self._one_payment(now)
+        if rows is not None:
+            inflate_amounts(self.rng, self.world, rows)
+        return rows
+
+    def _inject_geo_mismatch(self, now: int, writes: dict) -> Payments | None:
+        if len(self.world.agent_ids) == 0:
+            return None
+        rows = self._one_payment(now)
+        if rows is not None:
+            send_far_away(self.rng, self.world, rows)
+        return rows
+
+    def _inject_off_cycle(self, now: int, writes: dict) -> Payments | None:
+        enrolment = self._take(1)
+        if len(enrolment) == 0:
+            return None
+        scheme = schemes.SCHEME_CODES[self.world.enrolment_scheme[enrolment[0]]]
+        return self._pay(enrolment, now, [off_cycle_period(self.rng, scheme, now)])
+
+    def _inject_payment_after_death(self, now: int, writes: dict) -> Payments | None:
+        """Paid now for a period that began after the death, 10-150 days after it."""
+        rows = self._one_payment(now)
+        if rows is None:
+            return None
+        scheme = schemes.SCHEME_CODES[rows.scheme[0]]
+        began = schemes.period_start(scheme, str(rows.period[0]))
+        low, high = FAMILIES["payment_after_death"]["days_dead_before"]
+        low = max(low, (now - began) // DAY + 2)  # the death came before the period began
+        died = now // DAY - int(self.rng.integers(low, max(high, low + 1)))
+        beneficiary = int(rows.beneficiary[0])
+        self.world.death_day[beneficiary] = died
+        day_of_death = date.fromordinal(date(1970, 1, 1).toordinal() + died).isoformat()
+        writes["deaths"].append((self.world.beneficiary_ids[beneficiary], day_of_death))
+        return rows
+
+    def _inject_duplicate_instalment(self, now: int, writes: dict) -> Payments | None:
+        """A copy, paid now, of an honest payment made minutes to weeks ago."""
+        low, high = FAMILIES["duplicate_instalment"]["seconds_apart"]
+        delay = int(log_uniform(self.rng, low, high))
+        original = store.honest_payment_between(self.conn, now - int(high), now - delay)
+        if original is None:
+            return None
+        return self._copy_of(original, now)
+
+    def _copy_of(self, row, now: int) -> Payments | None:
+        """A stored payment as a Payments row paid at `now` (None if its people are unknown)."""
+        world = self.world
+        if self._positions is None:
+            self._positions = {
+                "beneficiary": {b: i for i, b in enumerate(world.beneficiary_ids.tolist())},
+                "account": {a: i for i, a in enumerate(world.account_ids)},
+                "agent": {a: i for i, a in enumerate(world.agent_ids.tolist())},
+            }
+        beneficiary = self._positions["beneficiary"].get(row["beneficiary_id"])
+        if beneficiary is None:
+            return None
+        account = self._positions["account"].get(row["account_id"], world.account[beneficiary])
+        agent = self._positions["agent"].get(row["agent_id"], NO_AGENT)
+        return Payments(
+            beneficiary=np.array([beneficiary], np.int64),
+            scheme=np.array([schemes.SCHEME_CODES.index(row["scheme"])], np.int8),
+            period=np.array([row["instalment_period"]], object),
+            amount=np.array([row["amount"]], float),
+            paid_at=np.array([now], np.int64),
+            latitude=np.array([row["latitude"]], float),
+            longitude=np.array([row["longitude"]], float),
+            account=np.array([account], np.int64),
+            agent=np.array([agent], np.int64),
+            channel=np.array([schemes.CHANNELS.index(row["channel"])], np.int8),
+            label=np.zeros(1, np.int8),
+            group=np.full(1, -1, np.int64),
+        )
+
+    def _inject_burst(self, now: int, writes: dict) -> Payments | None:
+        """3-15 payments to one beneficiary over minutes to a day, posing as arrears."""
+        enrolment = self._take(1)
+        if len(enrolment) == 0:
+            return None
+        family = FAMILIES["burst"]
+        size = count_between(self.rng, *family["payments"])
+        scheme = schemes.SCHEME_CODES[self.world.enrolment_scheme[enrolment[0]]]
+        periods = [schemes.period_for_payment(scheme, now - k * 31 * DAY) for k in range(size)]
+        rows = self._pay(np.repeat(enrolment, size), now, periods)
+        span = log_uniform(self.rng, *family["seconds_spanned"])
+        rows.paid_at[:] = now + np.sort(self.rng.uniform(0, span, size)).astype(np.int64)
+        rows.paid_at[0] = now
+        return rows
+
+    def _inject_shared_account_ring(self, now: int, writes: dict) -> Payments | None:
+        """3-60 people of one district paid into one new account: this period's payments swept
+        in over minutes to weeks, or (half the rings) every payment for weeks to months."""
+        family = FAMILIES["shared_account_ring"]
+        seed = self._take(1)
+        if len(seed) == 0:
+            return None
+        world, rng = self.world, self.rng
+        district = world.district[world.enrolment_beneficiary[seed[0]]]
+        size = count_between(rng, *family["members"])
+        members = self._take(
+            size - 1, where=lambda e: world.district[world.enrolment_beneficiary[e]] == district
+        )
+        rows = self._pay(np.r_[seed, members], now)
+        rows.account[:] = world.new_account()
+        if rng.random() < 0.5:
+            span = log_uniform(rng, *family["seconds_spanned"])
+            rows.paid_at[:] = now + np.sort(rng.uniform(0, span, len(rows))).astype(np.int64)
+            rows.paid_at[0] = now
+        else:  # later payments of the members keep flowing into the account
+            until = now + int(log_uniform(rng, *family["days_flowing"]) * DAY)
+            for beneficiary in np.unique(rows.beneficiary).tolist():
+                self.continuing[beneficiary] = (
+                    "shared_account_ring",
+                    self.next_group,
+                    until,
+                    int(rows.account[0]),
+                )
+        return rows
+
+    def _inject_agent_collusion(self, now: int, writes: dict) -> Payments | None:
+        """One agent paying out for 5-40 people seconds to minutes apart, living nearby or 200+
+        km away (by day or by night: whatever the time is now)."""
+        world, rng = self.world, self.rng
+        if len(world.agent_ids) == 0:
+            return None
+        family = FAMILIES["agent_collusion"]
+        agent = int(rng.integers(0, len(world.agent_ids)))
+        far = rng.random() < 0.5
+
+        def living_as_chosen(e):
+            b = world.enrolment_beneficiary[e]
+            d = haversine_km(
+                world.home_lat[b], world.home_lon[b], world.agent_lat[agent], world.agent_lon[agent]
+            )
+            return d > family["far_km"] if far else d < 150
+
+        size = count_between(rng, *family["payouts"])
+        enrolments = self._take(size, where=living_as_chosen)
+        if len(enrolments) == 0:
+            return None
+        rows = self._pay(enrolments, now)
+        gap = log_uniform(rng, *family["seconds_apart"])
+        steps = rng.uniform(0.5 * gap, 1.5 * gap, len(rows))
+        rows.paid_at[:] = now + np.r_[0, np.cumsum(steps)[:-1]].astype(np.int64)
+        rows.agent[:], rows.channel[:] = agent, schemes.CHANNELS.index("AEPS")
+        rows.latitude[:], rows.longitude[:] = world.agent_lat[agent], world.agent_lon[agent]
+        return rows
+
+    def _inject_ghost_beneficiary(self, now: int, writes: dict) -> Payments | None:
+        """3-60 ghosts enrolled by one operator over 1-30 days, paid now and for 1-6 months."""
+        world, rng = self.world, self.rng
+        family = FAMILIES["ghost_beneficiary"]
+        size = count_between(rng, *family["ghosts"])
+        span = count_between(rng, *family["enrolment_days"])
+        first_person = world.size
+        new = enrol_ghosts(rng, world, size, (now // DAY) - span - int(rng.integers(30, 90)), span)
+        writes["people"].append(np.arange(first_person, world.size))
+        writes["enrolments"].append(new)
+        months = count_between(rng, *family["months_paid"])
+        for beneficiary in range(first_person, world.size):
+            self.continuing[beneficiary] = (
+                "ghost_beneficiary",
+                self.next_group,
+                now + months * 30 * DAY,
+                None,
+            )
+        return self._pay(new, now)
+
+    def _label_continuing(self, rows: Payments, now: int) -> Payments:
+        """Later payments of a flowing ring's members or of ghosts still being paid carry the
+        group's label (and the ring's account); ghosts past their months are not paid at all."""
+        keep = np.ones(len(rows), bool)
+        for i, beneficiary in enumerate(rows.beneficiary.tolist()):
+            if beneficiary not in self.continuing:
+                continue
+            typology, group, until, account = self.continuing[beneficiary]
+            if now >= until:
+                keep[i] = typology != "ghost_beneficiary"
+                continue
+            rows.label[i] = LABELS.index(typology)
+            rows.group[i] = group
+            if account is not None:
+                rows.account[i] = account
+        return rows.take(keep)
+
     def tick(self, count: int) -> Payments:
-        """Write about `count` new payments (honest and injected) in one transaction."""
+        """Write about `count` new payments (honest, injected and injected earlier but due now)
+        in one transaction."""
         now = int(self.clock())
         if {c: schemes.period_for_payment(c, now) for c in LIVE_SCHEMES} != self.periods:
             self._refresh_pools(now)
         writes = {"people": [], "enrolments": [], "deaths": []}
-        parts = []
+        parts = [self._due(now)]
         self.anomaly_credit += count * self.anomaly_rate
         typologies = LABELS[1:]
         while self.anomaly_credit >= 1:
             rows = self._inject(typologies[self.rng.integers(0, len(typologies))], now, writes)
             if rows is not None and len(rows):
-                parts.append(rows)
                 self.anomaly_credit -= len(rows)
+                later = rows.paid_at > now
+                self.scheduled = Payments.concat([self.scheduled, rows.take(later)])
+                parts.append(rows.take(~later))
         injected = sum(len(p) for p in parts)
         honest = count - injected - self.owed_rows
         self.owed_rows = max(0, -honest)
         if honest > 0:
             enrolments = self._take(honest)
-            if len(enrolments) == 0 and not parts:
+            if len(enrolments) == 0 and injected == 0:
                 raise FeedExhausted(
                     "every enrolled beneficiary has been paid for the current period; "
                     f"stopped after {self.totals.transactions:,} transactions"
                 )
             if len(enrolments):
-                parts.append(self._at_free_agents(self._pay(enrolments, now), now))
-        batch = Payments.concat(parts).sorted_by_time() if parts else Payments.empty()
+                paid = self._label_continuing(
+                    self._at_free_agents(self._pay(enrolments, now), now), now
+                )
+                self.anomaly_credit -= int((paid.label > 0).sum())
+                parts.append(paid)
+        batch = Payments.concat(parts).sorted_by_time()
         self._write(batch, writes)
         self.totals.add(batch)
         return batch
+
+    def _due(self, now: int) -> Payments:
+        """Scheduled rows whose time has come, taken out of the schedule."""
+        due = self.scheduled.paid_at <= now
+        taken, self.scheduled = self.scheduled.take(due), self.scheduled.take(~due)
+        return taken
 
     def _write(self, batch: Payments, writes: dict) -> None:
         with store.write_transaction(self.conn):
@@ -390,13 +428,6 @@ class LiveFeed:
             if len(batch):
                 first_id = store.next_transaction_id(self.conn)
                 generator.write_payments(self.conn, self.world, batch, first_id)
-
-
-def _max_group(conn) -> int:
-    row = conn.execute(
-        "SELECT MAX(CAST(SUBSTR(group_id, 2) AS INTEGER)) FROM ground_truth"
-    ).fetchone()
-    return row[0] or 0
 
 
 class _StopRequested(Exception):

@@ -269,8 +269,8 @@ def _combined_risk(model, matrix: np.ndarray, scores: np.ndarray) -> list:
 
 def _judge(rows: pd.DataFrame, matrix: np.ndarray, model, threshold: float):
     """Scores, alert flags, and (for alerts) reasons as JSON and the typology they resemble."""
-    contributions = model.detector.contributions(matrix)
-    scores = contributions.max(axis=1)
+    # The detector's own score (as evaluation and the threshold use), contributions for reasons.
+    scores, contributions = model.detector.score_and_contributions(matrix)
     is_alert = scores > threshold
     reasons = np.full(len(rows), None, dtype=object)
     resembles = np.full(len(rows), None, dtype=object)

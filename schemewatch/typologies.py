@@ -23,6 +23,8 @@ from schemewatch.population import World, phone_hashes
 from schemewatch.schedule import AEPS, normal_payments
 
 MINUTE, HOUR, DAY = 60, 3600, schemes.DAY
+OFF_CYCLE_MARGIN = 20 * DAY  # off-cycle payments fall at least this far outside their window
+OFF_CYCLE_REACH = 365 * DAY  # and at most about this far from it (the generator's year)
 
 # The range each family's parameters are drawn from (log-uniformly where they span decades).
 FAMILIES = {
@@ -46,7 +48,7 @@ def log_uniform(rng, low: float, high: float, size=None):
     return np.exp(rng.uniform(np.log(low), np.log(high), size))
 
 
-def _count_between(rng, low: int, high: int) -> int:
+def count_between(rng, low: int, high: int) -> int:
     """A whole number in [low, high], small ones as likely per decade as large ones."""
     return int(np.floor(log_uniform(rng, low, high + 1)))
 
@@ -143,8 +145,22 @@ def off_cycle(rng, world: World, pool: Pool, budget: int) -> Injection:
     rows, injection = _replace(pool, index, "off_cycle", pool.new_groups(len(index)))
     for i in range(len(rows)):
         start, end = schemes.period_window(schemes.SCHEME_CODES[rows.scheme[i]], rows.period[i])
-        rows.paid_at[i] = _outside(rng, start - 20 * DAY, end + 20 * DAY, pool.start, pool.end)
+        rows.paid_at[i] = _outside(
+            rng, start - OFF_CYCLE_MARGIN, end + OFF_CYCLE_MARGIN, pool.start, pool.end
+        )
     return injection
+
+
+def off_cycle_period(rng, scheme: str, paid_at: int) -> str:
+    """A period of `scheme` whose payment window lies at least OFF_CYCLE_MARGIN from `paid_at`,
+    early or late by up to about a year (the live feed pays now, so it picks the period)."""
+    for _attempt in range(100):
+        moment = paid_at + int(rng.integers(-OFF_CYCLE_REACH, OFF_CYCLE_REACH))
+        period = schemes.period_for_payment(scheme, moment)
+        start, end = schemes.period_window(scheme, period)
+        if paid_at < start - OFF_CYCLE_MARGIN or paid_at >= end + OFF_CYCLE_MARGIN:
+            return period
+    return schemes.period_for_payment(scheme, paid_at - OFF_CYCLE_REACH)
 
 
 def _outside(rng, avoid_start: int, avoid_end: int, start: int, end: int) -> int:
@@ -165,7 +181,7 @@ def burst(rng, world: World, pool: Pool, budget: int) -> Injection:
         template = pool.pick(rng, 1)
         if len(template) == 0:
             break
-        size = min(_count_between(rng, *family["payments"]), budget - produced)
+        size = min(count_between(rng, *family["payments"]), budget - produced)
         if budget - produced - size < family["payments"][0]:
             size = budget - produced  # too few left for a burst of their own
         rows = pool.payments.take(np.repeat(template, size))
@@ -198,7 +214,7 @@ def shared_account_ring(rng, world: World, pool: Pool, budget: int) -> Injection
     for _attempt in range(budget + 20):
         if sum(len(p) for p in parts) >= budget:
             break
-        size = _count_between(rng, *family["members"])
+        size = count_between(rng, *family["members"])
         members = _local_group(rng, world, pool, district_of_row, size)
         if members is None:
             break
@@ -272,7 +288,7 @@ def agent_collusion(rng, world: World, pool: Pool, budget: int) -> Injection:
         agent = int(rng.integers(0, len(world.agent_ids)))
         far = rng.random() < 0.5
         candidates = _collusion_candidates(world, pool, agent, far, family["far_km"])
-        size = min(_count_between(rng, *family["payouts"]), budget - sum(len(p) for p in parts))
+        size = min(count_between(rng, *family["payouts"]), budget - sum(len(p) for p in parts))
         index = pool.pick(rng, size, where=candidates)
         if len(index) < min(size, 3):
             pool.free[index] = True
@@ -378,11 +394,11 @@ def ghost_beneficiary(rng, world: World, pool: Pool, budget: int) -> Injection:
     attempts = 0
     while produced < budget and attempts < 200:
         attempts += 1
-        size = _count_between(rng, *family["ghosts"])
-        span = _count_between(rng, *family["enrolment_days"])
+        size = count_between(rng, *family["ghosts"])
+        span = count_between(rng, *family["enrolment_days"])
         enrolled = int(rng.integers(start_day - 200, max(start_day - 199, end_day - 60)))
         new = enrol_ghosts(rng, world, size, enrolled, span)
-        months = _count_between(rng, *family["months_paid"])
+        months = count_between(rng, *family["months_paid"])
         rows = normal_payments(rng, world, start_day, end_day, enrolments=new)
         first = int(rows.paid_at.min()) if len(rows) else 0
         rows = rows.take(rows.paid_at < first + months * 30 * DAY)

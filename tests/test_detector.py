@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from schemewatch import detector as detector_module
 from schemewatch.detector import AutoencoderConfig, AutoencoderDetector, layer_sizes
 
 CONFIG = AutoencoderConfig(hidden=(8, 3), epochs=15, batch_size=128, seed=5)
@@ -68,20 +69,26 @@ def test_save_and_load_round_trip_gives_the_same_scores(fitted, data, tmp_path):
 
 def test_contributions_explain_the_autoencoder_part(fitted, data):
     parts = fitted.contributions(data[1])
-    np.testing.assert_allclose(fitted.aggregate(parts), parts.mean(axis=1), rtol=1e-6)
+    own = np.log1p(parts).mean(axis=1)  # unsegmented data: the mean of log(1 + error)
+    np.testing.assert_allclose(fitted.aggregate(parts), own, rtol=1e-5)
     # The forest only adds to the autoencoder: rows it explains as worse still score higher.
-    worst, best = np.argmax(parts.mean(axis=1)), np.argmin(parts.mean(axis=1))
+    worst, best = np.argmax(own), np.argmin(own)
     assert fitted.score(data[1][[worst]]) > fitted.score(data[1][[best]])
 
 
-@pytest.mark.parametrize("aggregation", ["max", "mean"])
+@pytest.mark.parametrize("aggregation", ["max", "top2", "mean", "logmean"])
 def test_without_the_forest_the_score_is_the_aggregated_contributions(data, aggregation):
     config = AutoencoderConfig(
         hidden=(8, 3), epochs=3, seed=1, aggregation=aggregation, isolation_forest=False
     )
     detector = AutoencoderDetector(config).fit(data[0])
     parts = detector.contributions(data[1])
-    expected = parts.max(axis=1) if aggregation == "max" else parts.mean(axis=1)
+    expected = {
+        "max": parts.max(axis=1),
+        "top2": np.sort(parts, axis=1)[:, -2:].sum(axis=1),
+        "mean": parts.mean(axis=1),
+        "logmean": np.log1p(parts).mean(axis=1),
+    }[aggregation]
     np.testing.assert_allclose(detector.score(data[1]), expected, rtol=1e-6)
     assert detector.forest is None
 
@@ -178,13 +185,15 @@ def test_segments_judge_a_value_against_rows_of_the_same_kind(segmented):
 
 
 def test_with_segments_one_feature_far_out_of_line_is_enough(segmented):
-    """Segmented data (our payments) score the largest contribution, with no forest: the monitor
-    reads the score as the largest contribution."""
+    """Segmented data (our payments) score the two largest contributions added, with no forest:
+    one feature far out of line is enough, a second one adds to it."""
     rows = np.array([[1.0, 0.5, -0.5, 0.0, 1.0], [0.0, 9.0, 0.0, 1.0, 0.0]], np.float32)
-    assert segmented.aggregation == "max" and segmented.forest is None
+    assert segmented.aggregation == "top2" and segmented.forest is None
+    parts = segmented.contributions(rows)
     np.testing.assert_allclose(
-        segmented.score(rows), segmented.contributions(rows).max(axis=1), rtol=1e-6
+        segmented.score(rows), np.sort(parts, axis=1)[:, -2:].sum(axis=1), rtol=1e-6
     )
+    assert (segmented.score(rows) >= parts.max(axis=1)).all()
 
 
 def test_context_columns_never_contribute(segmented):
@@ -199,3 +208,23 @@ def test_segment_yardsticks_survive_save_and_load(segmented, tmp_path):
     loaded = AutoencoderDetector.load(tmp_path / "model")
     assert loaded.config == segmented.config
     np.testing.assert_allclose(loaded.score(rows), segmented.score(rows), rtol=1e-6)
+
+
+def test_a_value_unheard_of_in_its_segment_is_not_copied_through(monkeypatch, tmp_path):
+    """Inputs are clipped to the row's own segment's range too: a flag everyday for kind A but
+    never seen in kind B reaches the network as B's normal value, so it cannot be reconstructed."""
+    monkeypatch.setattr(detector_module, "MIN_SEGMENT_ROWS", 500)
+    rng = np.random.default_rng(4)
+    kind_b = rng.random(3000) < 0.5
+    flag = np.where(kind_b, 0.0, (rng.random(3000) < 0.3).astype(float))
+    matrix = np.column_stack([flag, rng.normal(size=(3000, 2)), ~kind_b, kind_b]).astype(np.float32)
+    config = AutoencoderConfig(
+        hidden=(8, 3), epochs=3, seed=2, context_columns=(3, 4), segment_columns=(3, 4)
+    )
+    detector = AutoencoderDetector(config).fit(matrix)
+    rows = np.array([[1.0, 0.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0, 1.0]], np.float32)
+    inputs = detector._model_input(detector._scaled(rows), detector.segments(rows))
+    assert inputs[0, 0] > 0 and inputs[1, 0] == pytest.approx(0.0)
+    detector.save(tmp_path / "model")
+    loaded = AutoencoderDetector.load(tmp_path / "model")
+    np.testing.assert_allclose(loaded.score(rows), detector.score(rows), rtol=1e-6)

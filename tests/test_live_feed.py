@@ -5,9 +5,10 @@ import time
 import pytest
 from conftest import PYTHON, ROOT
 
-from schemewatch import store
+from schemewatch import schemes, store
 from schemewatch.errors import FeedExhausted
 from schemewatch.live_feed import LiveFeed
+from schemewatch.typologies import FAMILIES, OFF_CYCLE_MARGIN
 
 pytestmark = pytest.mark.both_engines
 
@@ -122,3 +123,50 @@ def test_honest_live_payouts_respect_each_agents_pace(generated_db):
     ).fetchone()[0]
     assert busiest == 1  # a few seconds of feed: no agent serves two people
     assert store.count_rows(conn, store.TRANSACTIONS) - first_new + 1 == 1000
+
+
+def test_feed_draws_each_typology_from_the_generators_families(generated_db):
+    conn = store.open_database(generated_db)
+    first_new = store.next_transaction_id(conn)
+    clock = [store.latest_paid_at(conn) + 3600]
+    feed = LiveFeed(conn, anomaly_rate=0.3, seed=8, clock=lambda: clock[0])
+    for _ in range(24):  # an hour apart: bursts and sweeps spanning minutes to a day come due
+        feed.tick(40)
+        clock[0] += 3600
+    groups = conn.execute(
+        "SELECT g.typology, g.group_id, COUNT(*), MAX(t.paid_at) - MIN(t.paid_at) "
+        "FROM ground_truth g JOIN transactions t USING (transaction_id) "
+        "WHERE t.transaction_id >= ? GROUP BY 1, 2",
+        (first_new,),
+    ).fetchall()
+    spans = {}
+    for typology, _, size, span in groups:
+        spans.setdefault(typology, []).append((size, span))
+    low, high = FAMILIES["burst"]["payments"]
+    assert all(size <= high and span <= 86_400 for size, span in spans["burst"])
+    assert all(
+        size <= FAMILIES["agent_collusion"]["payouts"][1] for size, _ in spans["agent_collusion"]
+    )
+    copies = conn.execute(
+        "SELECT MIN(t.paid_at - o.paid_at) FROM ground_truth g "
+        "JOIN transactions t USING (transaction_id) JOIN transactions o "
+        "ON o.beneficiary_id = t.beneficiary_id AND o.scheme = t.scheme "
+        "AND o.instalment_period = t.instalment_period AND o.amount = t.amount "
+        "AND o.transaction_id < t.transaction_id "
+        "WHERE g.typology = 'duplicate_instalment' AND t.transaction_id >= ? "
+        "GROUP BY t.transaction_id",
+        (first_new,),
+    ).fetchall()
+    assert copies  # every duplicate copies an earlier payment made 10 minutes to 42 days before
+    earliest, latest = FAMILIES["duplicate_instalment"]["seconds_apart"]
+    assert all(earliest <= gap <= latest for (gap,) in copies)
+    off_cycle = conn.execute(
+        "SELECT t.scheme, t.instalment_period, t.paid_at FROM ground_truth g "
+        "JOIN transactions t USING (transaction_id) "
+        "WHERE g.typology = 'off_cycle' AND t.transaction_id >= ?",
+        (first_new,),
+    ).fetchall()
+    for scheme, period, paid_at in off_cycle:
+        start, end = schemes.period_window(scheme, period)
+        assert paid_at < start - OFF_CYCLE_MARGIN or paid_at >= end + OFF_CYCLE_MARGIN
+    assert len(spans) == 9  # every typology, several groups of most

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -203,6 +204,26 @@ def test_incremental_monitor_scores_like_a_backfill(scored_copy, tmp_path, engin
     )
 
 
+@pytest.mark.parametrize("with_forest", [False, True])
+def test_monitor_stores_the_detectors_own_score(scored_copy, with_forest):
+    """Evaluation, the threshold and the monitor rank by one score: `detector.score`."""
+    db, models = scored_copy
+    if with_forest:  # a score that is not simply the largest contribution
+        modeling.train(db, models, config=replace(FAST, isolation_forest=True))
+    Monitor(db, models).tick()
+    model = modeling.load_model(models)
+    conn = store.open_database(db)
+    transactions, matrix = modeling.feature_matrix(db, conn)
+    stored = dict(
+        conn.execute(
+            "SELECT transaction_id, score FROM scores WHERE model_version = ?", (model.version,)
+        ).fetchall()
+    )
+    expected = model.detector.score(matrix)
+    got = np.array([stored[i] for i in transactions["transaction_id"].tolist()])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
 def _all_scores(db):
     query = "SELECT transaction_id, score, is_alert, reasons FROM scores ORDER BY transaction_id"
     return store.connect(db).execute(query).fetchall()
@@ -241,8 +262,10 @@ def test_live_history_stays_bounded(scored_copy, monkeypatch):
     kept = pd.concat(tail._all())
     assert len(kept) < 6_000
     older = kept[kept["paid_at"] < tail.horizon]
-    # Before the horizon: only each beneficiary's latest payment and one per account they use.
-    assert len(older) <= 2 * older["beneficiary_id"].nunique()
+    # Before the horizon: only each beneficiary's latest payment of each scheme and one per
+    # account they use.
+    latest_per_scheme = older.groupby(["beneficiary_id", "scheme"]).ngroups
+    assert len(older) <= latest_per_scheme + older["beneficiary_id"].nunique()
     assert len(tail.dropped_periods) > 0
 
 

@@ -82,6 +82,7 @@ from schemewatch.store.ingest import (  # noqa: F401
     count_rows,
     existing_enrolments,
     get_metadata,
+    honest_payment_between,
     insert_agents,
     insert_beneficiaries,
     insert_enrolments,

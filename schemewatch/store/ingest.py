@@ -215,6 +215,20 @@ def paid_in_periods(conn: sqlite3.Connection, periods: dict[str, str]) -> set[tu
     return paid
 
 
+def honest_payment_between(conn: sqlite3.Connection, since: int, until: int) -> sqlite3.Row | None:
+    """The latest unlabelled payment made in [since, until], or None (the live feed copies it as
+    a duplicate instalment)."""
+    return conn.execute(
+        "SELECT t.beneficiary_id, t.scheme, t.instalment_period, t.amount, t.latitude, "
+        "t.longitude, t.account_id, t.agent_id, t.channel "
+        f"FROM {TRANSACTIONS} t LEFT JOIN {GROUND_TRUTH} g "
+        "ON g.transaction_id = t.transaction_id "
+        "WHERE t.paid_at BETWEEN ? AND ? AND g.transaction_id IS NULL "
+        "ORDER BY t.paid_at DESC LIMIT 1",
+        (since, until),
+    ).fetchone()
+
+
 def load_agents(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     """All payout agents."""
     return conn.execute(
