@@ -74,15 +74,18 @@ def test_a_supervisor_or_admin_adds_backtests_and_switches_on_a_rule(site, usern
     app.run()
     assert any("is on" in s.value for s in app.success)
     conn = store.connect(site_db())
-    actions = conn.execute(
-        "SELECT actor, action FROM audit_log WHERE action LIKE 'rule%' ORDER BY entry_id"
-    ).fetchall()
+    actions = [
+        tuple(row)
+        for row in conn.execute(
+            "SELECT actor, action FROM audit_log WHERE action LIKE 'rule%' ORDER BY entry_id"
+        )
+    ]
     assert actions == [
         (username, "rule added"),
         (username, "rule backtested"),
         (username, "rule enabled"),
     ]
-    assert conn.execute("SELECT enabled FROM rules").fetchone() == (1,)
+    assert conn.execute("SELECT enabled FROM rules").fetchone()[0] == 1
 
 
 def test_a_bad_expression_is_one_clear_error_on_the_page(site):
@@ -136,4 +139,4 @@ def test_an_edit_on_the_page_is_a_new_version_switched_off(site):
     audit = store.connect(site_db()).execute(
         "SELECT actor, action, old_value, new_value FROM audit_log ORDER BY entry_id DESC LIMIT 1"
     )
-    assert audit.fetchone() == ("meera", "rule edited", "amount > 5000", "amount > 9000")
+    assert tuple(audit.fetchone()) == ("meera", "rule edited", "amount > 5000", "amount > 9000")
