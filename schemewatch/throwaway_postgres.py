@@ -84,6 +84,13 @@ class ThrowawayCluster:
             conn.execute(f'CREATE DATABASE "{name}"{copy}')
         return self.url(name)
 
+    def drop_database(self, name: str) -> None:
+        """Drop a database, closing any connection a test left open to it."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def stop(self) -> None:
         if self.started:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")

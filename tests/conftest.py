@@ -50,7 +50,8 @@ def new_database(engine: str, folder: Path, request, name: str = "transactions.d
     """Where a new, empty database of `engine` goes: a file under `folder` or a PostgreSQL URL."""
     if engine == "sqlite":
         return folder / name
-    return store.locate(request.getfixturevalue("postgres_cluster").create_database())
+    cluster = request.getfixturevalue("postgres_cluster")
+    return _dropped_after_the_test(cluster, cluster.create_database(), request)
 
 
 def copy_database(engine: str, source, folder: Path, request, name: str = "transactions.db"):
@@ -59,7 +60,14 @@ def copy_database(engine: str, source, folder: Path, request, name: str = "trans
         shutil.copy(source, folder / name)
         return folder / name
     cluster = request.getfixturevalue("postgres_cluster")
-    return store.locate(cluster.create_database(template=source.name))
+    return _dropped_after_the_test(cluster, cluster.create_database(template=source.name), request)
+
+
+def _dropped_after_the_test(cluster, url: str, request):
+    """The test's PostgreSQL database is dropped when it ends (the cluster stays small)."""
+    location = store.locate(url)
+    request.addfinalizer(lambda: cluster.drop_database(location.name))
+    return location
 
 
 @pytest.fixture
