@@ -93,6 +93,7 @@ SHARPNESS = 2.0  # of the smooth maximum: a z-score lead of 1 counts almost full
 # Isolation Forest of -0.017 / -0.031 / -0.036 / -0.066; 0.7 keeps a margin on both goals).
 AUTOENCODER_WEIGHT = 0.7
 AGGREGATIONS = ("auto", "max", "top2", "mean", "logmean")
+TENSOR_ALIGNMENT = 64  # bytes; TensorFlow shares (never copies) memory aligned like this
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ class AutoencoderDetector:
             raise ValueError("fit needs a matrix of at least two rows")
         segments = self.segments(matrix)
         self._fit_scaling(matrix, segments)
-        self._fit_autoencoder(self._model_input(self._scaled(matrix), segments))
+        self._fit_autoencoder(matrix, segments)
         self.aggregation = self.config.aggregation
         if self.aggregation == "auto":
             self.aggregation = "top2" if self.config.segment_columns else "logmean"
@@ -186,7 +187,7 @@ class AutoencoderDetector:
         for segment in np.unique(segments):
             rows = segments == segment
             if segment >= 0 and rows.sum() >= MIN_SEGMENT_ROWS:
-                self.segment_error_scale[int(segment)] = _typical_error(errors[rows])
+                self.segment_error_scale[int(segment)] = _typical_error(errors, rows)
         self.forest, self.score_scaling = None, {}
         if self.uses_forest:
             from sklearn.ensemble import IsolationForest
@@ -205,37 +206,75 @@ class AutoencoderDetector:
         fallback = matrix.std(axis=0)
         self.scale = np.where(spread > 1e-6, spread, np.where(fallback > 1e-6, fallback, 1.0))
         self.scale = self.scale.astype(np.float32)
-        scaled = self._scaled(matrix)
-        low, high = np.percentile(scaled, INPUT_PERCENTILES, axis=0)
+        # A column at a time: the same percentiles without a scaled copy of the whole matrix.
+        low, high = np.transpose(
+            [
+                np.percentile(self._scaled_column(matrix, column), INPUT_PERCENTILES)
+                for column in range(matrix.shape[1])
+            ]
+        )
         self.input_low, self.input_high = low.astype(np.float32), high.astype(np.float32)
         self.segment_input_range = {}
-        for segment in np.unique(segments):
-            rows = segments == segment
-            if segment >= 0 and rows.sum() >= MIN_SEGMENT_ROWS:
-                own_low, own_high = np.percentile(scaled[rows], SEGMENT_INPUT_PERCENTILES, axis=0)
-                self.segment_input_range[int(segment)] = np.array(
-                    [np.maximum(own_low, low), np.minimum(own_high, high)], np.float32
-                )
+        kept = {
+            int(segment): segments == segment
+            for segment in np.unique(segments)
+            if segment >= 0 and (segments == segment).sum() >= MIN_SEGMENT_ROWS
+        }
+        own = {segment: np.empty((2, matrix.shape[1])) for segment in kept}
+        for column in range(matrix.shape[1]):  # again a column at a time
+            values = self._scaled_column(matrix, column)
+            for segment, rows in kept.items():
+                own[segment][:, column] = np.percentile(values[rows], SEGMENT_INPUT_PERCENTILES)
+        for segment, (own_low, own_high) in own.items():
+            self.segment_input_range[segment] = np.array(
+                [np.maximum(own_low, low), np.minimum(own_high, high)], np.float32
+            )
 
-    def _fit_autoencoder(self, inputs: np.ndarray) -> None:
-        """Train with early stopping on a held-out share, within the epoch and row budgets."""
+    def _scaled_column(self, matrix: np.ndarray, column: int) -> np.ndarray:
+        """One column of `_scaled(matrix)` (the same float32 operations, element by element)."""
+        scaled = np.array(matrix[:, column], dtype=np.float32)
+        scaled -= self.center[column]
+        scaled /= self.scale[column]
+        return np.clip(scaled, -CLIP, CLIP, out=scaled)
+
+    def _model_inputs(self, matrix: np.ndarray, rows: np.ndarray, segments) -> np.ndarray:
+        """The model's inputs for `matrix[rows]`, built a chunk at a time (no full scaled copy)."""
+        inputs = _aligned_empty((len(rows), matrix.shape[1]))
+        for start in range(0, len(rows), SCORE_CHUNK):
+            part = rows[start : start + SCORE_CHUNK]
+            inputs[start : start + len(part)] = self._model_input(
+                self._scaled(matrix[part]), segments[part]
+            )
+        return inputs
+
+    def _fit_autoencoder(self, matrix: np.ndarray, segments: np.ndarray) -> None:
+        """Train with early stopping on a held-out share, within the epoch and row budgets.
+
+        The model's inputs are built straight into the training and validation arrays, and each
+        is handed to Keras as one tensor used as both input and target: one copy of the rows
+        in memory while Keras trains, not four.
+        """
         import keras
 
         config = self.config
         rng = np.random.default_rng(config.seed)
-        order = rng.permutation(len(inputs))
+        order = rng.permutation(len(matrix))
         held_out = max(
-            int(len(inputs) * config.validation_share), min(MIN_VALIDATION_ROWS, len(inputs) // 5)
+            int(len(matrix) * config.validation_share), min(MIN_VALIDATION_ROWS, len(matrix) // 5)
         )
-        train, validation = inputs[order[held_out:]], inputs[order[:held_out]]
+        train = self._model_inputs(matrix, order[held_out:], segments)
+        validation = self._model_inputs(matrix, order[:held_out], segments)
+        del order
         batch = int(np.clip(len(train) // STEPS_PER_PASS, MIN_BATCH, config.batch_size))
         # Keras spends a fixed time on every epoch; on small data one epoch is several passes.
         passes = math.ceil(MIN_EPOCH_STEPS * batch / len(train))
         train = np.tile(train, (passes, 1)) if passes > 1 else train
         epochs = max(1, min(config.epochs, config.row_budget // len(train)))
         keras.utils.set_random_seed(config.seed)
-        self.model = self._build(inputs.shape[1])
+        self.model = self._build(matrix.shape[1])
         callbacks = [_early_stopping(config.patience)] if held_out else []
+        # Keras would copy a NumPy input and its target separately; a tensor it uses as it is.
+        train, validation = _as_tensor(train), _as_tensor(validation)
         history = self.model.fit(
             train,
             train,
@@ -404,6 +443,26 @@ class AutoencoderDetector:
         return detector
 
 
+def _aligned_empty(shape: tuple[int, int]) -> np.ndarray:
+    """An uninitialised float32 array starting on a TENSOR_ALIGNMENT boundary."""
+    size = shape[0] * shape[1] * 4
+    raw = np.empty(size + TENSOR_ALIGNMENT, np.uint8)
+    offset = -raw.ctypes.data % TENSOR_ALIGNMENT
+    return raw[offset : offset + size].view(np.float32).reshape(shape)
+
+
+def _as_tensor(array: np.ndarray):
+    """A TensorFlow tensor of the array: sharing its memory when TensorFlow allows (C order,
+    aligned), which `convert_to_tensor` never does (it copies, briefly twice)."""
+    import keras
+    import tensorflow as tf
+
+    aligned = array.ctypes.data % TENSOR_ALIGNMENT == 0 and array.flags.c_contiguous
+    if not aligned or array.size == 0:
+        return keras.ops.convert_to_tensor(array)
+    return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+
+
 def _early_stopping(patience: int):
     """A callback that stops when the validation loss has not improved by MIN_IMPROVEMENT (relative)
     for `patience` epochs and keeps the best weights. Keras's own takes an absolute min_delta,
@@ -437,11 +496,19 @@ def smooth_maximum(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return np.logaddexp(SHARPNESS * first, SHARPNESS * second) / SHARPNESS
 
 
-def _typical_error(errors: np.ndarray) -> np.ndarray:
-    """Per column: mean squared error of the rows below the TYPICAL_ERROR_QUANTILE, floored."""
-    cap = np.quantile(errors, TYPICAL_ERROR_QUANTILE, axis=0)
-    below = errors <= cap
-    typical = np.where(below, errors, 0).sum(axis=0) / np.maximum(below.sum(axis=0), 1)
+def _typical_error(errors: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Per column: mean squared error of the rows (all, or those selected) below the
+    TYPICAL_ERROR_QUANTILE, floored.
+
+    A column at a time, so no temporary is as large as `errors`; the float32 total is a running
+    sum in row order, the same additions as a sum over the whole matrix's first axis.
+    """
+    typical = np.empty(errors.shape[1])
+    for column in range(errors.shape[1]):
+        values = errors[:, column] if rows is None else errors[rows, column]
+        below = values <= np.quantile(values, TYPICAL_ERROR_QUANTILE)
+        total = np.cumsum(np.where(below, values, 0))[-1]
+        typical[column] = np.float64(total) / max(int(below.sum()), 1)
     return np.maximum(typical, ERROR_FLOOR).astype(np.float32)
 
 

@@ -186,9 +186,18 @@ def _iso_days(days: np.ndarray) -> list:
 
 
 def write_world(conn: sqlite3.Connection, world: World, end_day: int) -> None:
-    """Store beneficiaries, enrolments and payout agents."""
-    write_beneficiaries(conn, world, np.arange(world.size), end_day)
-    write_enrolments(conn, world, np.arange(len(world.enrolment_beneficiary)))
+    """Store beneficiaries, enrolments and payout agents.
+
+    A chunk of rows at a time: the Python rows of every beneficiary at once would take about
+    half a gigabyte at 3 million payments.
+    """
+    for start in range(0, world.size, WRITE_CHUNK):
+        write_beneficiaries(
+            conn, world, np.arange(start, min(start + WRITE_CHUNK, world.size)), end_day
+        )
+    enrolments = len(world.enrolment_beneficiary)
+    for start in range(0, enrolments, WRITE_CHUNK):
+        write_enrolments(conn, world, np.arange(start, min(start + WRITE_CHUNK, enrolments)))
     write_agents(conn, world)
 
 
@@ -197,7 +206,8 @@ def write_beneficiaries(conn, world: World, index: np.ndarray, end_day: int) -> 
     districts, district = world.districts, world.district[index]
     death_day = world.death_day[index]
     deceased = (death_day >= 0) & (death_day < end_day)
-    accounts = np.array(world.account_ids)[world.account[index]]
+    # Picked from the list: converting every account id to an array per chunk would be slow.
+    accounts = [world.account_ids[i] for i in world.account[index].tolist()]
     store.insert_beneficiaries(
         conn,
         zip(
@@ -206,8 +216,8 @@ def write_beneficiaries(conn, world: World, index: np.ndarray, end_day: int) -> 
             districts.name[district].tolist(),
             world.home_lat[index].tolist(),
             world.home_lon[index].tolist(),
-            accounts.tolist(),
-            [mask_account(a) for a in accounts.tolist()],
+            accounts,
+            [mask_account(a) for a in accounts],
             world.phone_hash[index].tolist(),
             np.array(world.operator_ids)[world.operator[index]].tolist(),
             _iso_days(world.enrolled_day[index]),

@@ -12,6 +12,7 @@ Training never reads the ground-truth labels.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -37,6 +38,7 @@ CARD_VERSION = 1
 # month); normal ranges and the threshold still come from every row.
 TRAINING_SAMPLE_ROWS = 2_000_000
 SAMPLE_MARGIN = 1.1  # candidates kept while streaming, relative to the sample share
+KEEP_BLOCK = 65_536  # rows moved at a time when the sample is compacted in place
 
 
 @dataclass
@@ -174,6 +176,43 @@ class _Spill:
         self.file.close()
 
 
+def _candidate_capacity(total: int, rate: float) -> int:
+    """Room for the candidates of `total` rows each kept with probability `rate`: the expected
+    number plus six standard deviations (a larger draw only costs one reallocation)."""
+    expected = total * rate
+    return int(min(total, expected + 6 * math.sqrt(expected) + 1_024))
+
+
+class _CandidateRows:
+    """The sample's candidate feature rows, appended chunk by chunk into one float32 array."""
+
+    def __init__(self, capacity: int):
+        self.rows = np.empty((capacity, len(features.FEATURE_NAMES)), np.float32)
+        self.filled = 0
+
+    def append(self, matrix: np.ndarray) -> None:
+        end = self.filled + len(matrix)
+        if end > len(self.rows):
+            grown = np.empty((max(end, len(self.rows) * 5 // 4), self.rows.shape[1]), np.float32)
+            grown[: self.filled] = self.rows[: self.filled]
+            self.rows = grown
+        self.rows[self.filled : end] = matrix
+        self.filled = end
+
+    def keep(self, positions: np.ndarray) -> np.ndarray:
+        """The rows at the given sorted positions, moved to the front of the same array.
+
+        Safe in place: positions are increasing, so the k-th kept row comes from position k or
+        later and a block never overwrites a row a later block still has to read.
+        """
+        everything = len(positions) == self.filled  # then positions are 0, 1, 2, ...
+        for start in range(0, 0 if everything else len(positions), KEEP_BLOCK):
+            block = positions[start : start + KEEP_BLOCK]
+            self.rows[start : start + len(block)] = self.rows[block]
+        kept, self.rows = self.rows[: len(positions)], None
+        return kept
+
+
 def _stratified_sample(candidates: dict, counts: dict, share: float) -> np.ndarray:
     """Per stratum, the round(count x share) candidates with the smallest keys (positions)."""
     keys, stratum = candidates["key"], candidates["stratum"]
@@ -219,7 +258,10 @@ def train(
     spill = _Spill(Path(model_dir))
     try:
         registry = load_registry(conn)
-        picked, keys, strata_seen, scheme_parts, id_parts = [], [], [], [], []
+        rate = min(1.0, share * SAMPLE_MARGIN)
+        # The candidates' features go straight into one array (no list of parts to concatenate).
+        sample = _CandidateRows(total if share >= 1 else _candidate_capacity(total, rate))
+        keys, strata_seen, scheme_parts, id_parts = [], [], [], []
         counts: dict[int, int] = {}
         last_id = 0
         for rows, matrix in history.feature_chunks(db_path, conn, registry):
@@ -229,21 +271,21 @@ def train(
             for name, size in zip(names.tolist(), sizes.tolist(), strict=True):
                 counts[name] = counts.get(name, 0) + size
             key = sample_keys(rows["transaction_id"].to_numpy(), config.seed)
-            candidate = key < min(1.0, share * SAMPLE_MARGIN) if share < 1 else slice(None)
-            picked.append(np.ascontiguousarray(matrix[candidate]))
+            candidate = key < rate if share < 1 else slice(None)
+            sample.append(matrix[candidate])
             keys.append(key[candidate])
             strata_seen.append(stratum[candidate])
             scheme_parts.append(scheme_codes(rows))
             id_parts.append(rows["transaction_id"].to_numpy(np.int64))
             last_id = int(rows["transaction_id"].max())
+            del rows, matrix
         conn.close()
         del registry
         candidates = {"key": np.concatenate(keys), "stratum": np.concatenate(strata_seen)}
         del keys, strata_seen
         chosen = _stratified_sample(candidates, counts, share)
-        sample = np.concatenate(picked)
-        del picked, candidates
-        sample = sample[chosen] if share < 1 else sample
+        del candidates
+        sample = sample.keep(chosen)
         # Arrow keeps freed buffers for reuse; give them back before the fit needs the room.
         pa.default_memory_pool().release_unused()
         say(f"training the autoencoder on {len(sample):,} of {total:,} rows")

@@ -7,7 +7,13 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from schemewatch import detector as detector_module
-from schemewatch.detector import AutoencoderConfig, AutoencoderDetector, layer_sizes
+from schemewatch.detector import (
+    AutoencoderConfig,
+    AutoencoderDetector,
+    _aligned_empty,
+    _as_tensor,
+    layer_sizes,
+)
 
 CONFIG = AutoencoderConfig(hidden=(8, 3), epochs=15, batch_size=128, seed=5)
 AUTOENCODER_ONLY = AutoencoderConfig(hidden=(8, 3), epochs=15, seed=5, isolation_forest=False)
@@ -228,3 +234,13 @@ def test_a_value_unheard_of_in_its_segment_is_not_copied_through(monkeypatch, tm
     detector.save(tmp_path / "model")
     loaded = AutoencoderDetector.load(tmp_path / "model")
     np.testing.assert_allclose(loaded.score(rows), detector.score(rows), rtol=1e-6)
+
+
+def test_training_inputs_reach_tensorflow_without_a_copy():
+    inputs = _aligned_empty((1_000, 7))
+    inputs[:] = 0.0
+    tensor = _as_tensor(inputs)
+    inputs[3, 2] = 5.0  # the tensor shares the array's memory, so it sees the change
+    assert float(tensor[3, 2]) == 5.0
+    unaligned = np.zeros((10, 7), np.float32)[1:]  # not aligned: copied, still equal
+    assert np.array_equal(np.asarray(_as_tensor(unaligned)), unaligned)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from conftest import PYTHON, ROOT, copy_database
 
-from schemewatch import history, modeling, store
+from schemewatch import features, history, modeling, store
 from schemewatch.detector import AutoencoderConfig
 from schemewatch.errors import ModelError
 from schemewatch.monitor import ClaimingMonitor, Monitor
@@ -113,6 +113,20 @@ def test_training_fits_a_stratified_sample_and_calibrates_on_every_row(generated
     keys = modeling.sample_keys(transactions["transaction_id"].to_numpy(), seed=1)
     assert np.array_equal(keys, modeling.sample_keys(np.arange(1, 6_001), seed=1))
     assert 0 <= keys.min() and keys.max() < 1
+
+
+@pytest.mark.parametrize("capacity", [10_000, 100])  # 100: the array must grow while filling
+def test_sample_candidates_compacted_in_place_equal_the_chosen_rows(capacity, monkeypatch):
+    monkeypatch.setattr(modeling, "KEEP_BLOCK", 100)  # many blocks, each moved in place
+    rng = np.random.default_rng(0)
+    width = len(features.FEATURE_NAMES)
+    chunks = [rng.random((size, width)).astype(np.float32) for size in (700, 1, 2_300)]
+    candidates = modeling._CandidateRows(capacity)
+    for chunk in chunks:
+        candidates.append(np.asfortranarray(chunk))  # feature chunks come column-major
+    everything = np.concatenate(chunks)
+    chosen = np.sort(rng.choice(len(everything), 1_234, replace=False))
+    assert np.array_equal(candidates.keep(chosen), everything[chosen])
 
 
 def test_threshold_leaves_the_alert_budget_above_it(scored_copy):
