@@ -11,7 +11,7 @@ PORT ?= 8501
 DEMO_TRANSACTIONS ?= 200000
 DEMO_RATE ?= 20
 
-.PHONY: demo test test-fast lint format bench bench-quality bench-feedback bench-cases bench-scale clean-venv
+.PHONY: demo test test-fast lint format bench bench-quality bench-feedback bench-cases bench-scale bench-postgres clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ bench-cases: $(STAMP)
 
 bench-scale: $(STAMP)
 	$(BIN)/python bench/bench_scale.py --rows 1000000 3000000 10000000
+
+# A throwaway PostgreSQL cluster of its own; PG_URL=postgresql://... to use a running server.
+bench-postgres: $(STAMP)
+	$(BIN)/python bench/bench_postgres.py --rows 1000000 $(if $(PG_URL),--url '$(PG_URL)')
 
 clean-venv:
 	rm -rf $(VENV)

@@ -41,6 +41,19 @@ def prepare(folder: Path, transactions: int) -> tuple[Path, Path]:
     return db, models
 
 
+def ensure_account(db) -> None:
+    """The benchmark's admin account `bench` in the database (accounts live there), PASSWORD."""
+    from schemewatch import store, users
+
+    conn = store.open_database(db)
+    try:
+        users.add_user(conn, "bench", "admin", PASSWORD, actor="bench")
+    except users.UserError:  # a reused database already has the account
+        users.reset_password(conn, "bench", PASSWORD, actor="bench")
+    finally:
+        conn.close()
+
+
 def render_times(db: Path, models: Path, credentials: Path) -> tuple[float, float]:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
@@ -114,8 +127,6 @@ def main() -> None:
     parser.add_argument("--db", type=Path, default=None, help="Reuse a scored database.")
     parser.add_argument("--model-dir", type=Path, default=None)
     args = parser.parse_args()
-    from schemewatch import store, users
-
     folder = Path(tempfile.mkdtemp(prefix="schemewatch-dash-bench-"))
     try:
         if args.db:
@@ -123,12 +134,7 @@ def main() -> None:
         else:
             db, models = prepare(folder, args.transactions)
         credentials = folder / "credentials.yaml"  # none: accounts live in the database
-        conn = store.open_database(db)
-        try:
-            users.add_user(conn, "bench", "admin", PASSWORD, actor="bench")
-        except users.UserError:  # a reused database already has the account
-            users.reset_password(conn, "bench", PASSWORD, actor="bench")
-        conn.close()
+        ensure_account(db)
         cold, warm = render_times(db, models, credentials)
         rss = server_rss(db, models, credentials)
         print(

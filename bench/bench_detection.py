@@ -11,7 +11,6 @@ import argparse
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -71,8 +70,8 @@ def bench_live(
     db: Path, models: Path, seconds: float, rate: int = 500, ready=None
 ) -> tuple[float, float]:
     """Insert-to-score latency (p50, p95) with the simulator at `rate`; `ready(monitor)` waits
-    until the monitor is up (default: 8 s)."""
-    conn = sqlite3.connect(db)
+    until the monitor is up (default: 8 s). `db` is a SQLite file or a PostgreSQL URL."""
+    conn = store.connect(db)
     first_new = conn.execute("SELECT MAX(transaction_id) FROM transactions").fetchone()[0] + 1
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     monitor = subprocess.Popen(
@@ -136,6 +135,7 @@ def bench_live(
     alerts = conn.execute(
         "SELECT AVG(is_alert) FROM scores WHERE transaction_id >= ?", (first_new,)
     ).fetchone()[0]
+    conn.close()
     print(
         f"live: simulator at {rate} tx/s for {seconds:.0f} s inserted {inserted:,} rows, "
         f"{len(latency):,} scored; insert-to-score latency p50 {p50:.3f} s, p95 {p95:.3f} s, "

@@ -60,11 +60,17 @@ def wait_until_watching(monitor: subprocess.Popen, timeout: float = 900) -> None
     raise RuntimeError("the monitor was not ready in time")
 
 
-def one_size(folder: Path, rows: int, live_seconds: float) -> dict:
+def overview(db, models: Path, folder: Path) -> tuple[float, float]:
+    """The overview's cold and warm render, signed in as the benchmark's account."""
     import bench_dashboard
-    import bench_detection
 
-    from schemewatch import users
+    bench_dashboard.ensure_account(db)
+    credentials = folder / "credentials.yaml"  # none: accounts live in the database
+    return bench_dashboard.render_times(db, models, credentials)
+
+
+def one_size(folder: Path, rows: int, live_seconds: float) -> dict:
+    import bench_detection
 
     db, models = folder / f"scale-{rows}.db", folder / f"modeling-{rows}"
     saved = folder / f"results-{rows}.json"
@@ -78,14 +84,11 @@ def one_size(folder: Path, rows: int, live_seconds: float) -> dict:
         "backfill": lambda: timed(
             "monitor.py", "--once", "--quiet", "--db", db, "--model-dir", models
         )[:2],
-        "overview": lambda: bench_dashboard.render_times(db, models, credentials),
+        "overview": lambda: overview(db, models, folder),
         "live": lambda: bench_detection.bench_live(
             db, models, live_seconds, rate=500, ready=wait_until_watching
         ),
     }
-    credentials = folder / "credentials.yaml"
-    if not credentials.exists():
-        users.add_user(credentials, "bench", "admin", bench_dashboard.PASSWORD)
     for stage, measure in stages.items():
         if stage not in figures:
             figures[stage] = measure()
