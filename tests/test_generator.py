@@ -11,6 +11,8 @@ from schemewatch.errors import GenerationError
 from schemewatch.geography import haversine_km, load_districts, on_land
 from schemewatch.payments import BEHAVIOURAL_TYPOLOGIES, LABELS, TYPOLOGIES
 
+pytestmark = pytest.mark.both_engines
+
 
 def _fingerprint(world, payments) -> str:
     digest = hashlib.sha256()

@@ -8,6 +8,8 @@ import pytest
 from schemewatch import modeling, reranker, store, triage
 from schemewatch.detector import AutoencoderConfig
 
+pytestmark = pytest.mark.both_engines
+
 SUPERVISOR = ("test-supervisor", "supervisor")
 
 
