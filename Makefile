@@ -31,10 +31,10 @@ demo: $(STAMP)
 		--credentials $(CREDENTIALS) --port $(PORT) --rate $(DEMO_RATE)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not browser"
+	$(BIN)/python -m pytest -q -n auto -m "not slow and not browser"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
