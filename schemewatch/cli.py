@@ -65,12 +65,6 @@ def model_dir_option(command):
     )(command)
 
 
-def store_is_postgres(location) -> bool:
-    from schemewatch.store.engine import is_postgres_url
-
-    return is_postgres_url(location)
-
-
 def settings_for(db_path: Path | None, model_dir: Path | None = None) -> Settings:
     return load_settings(db_path=db_path, model_dir=model_dir)
 
@@ -362,6 +356,7 @@ def monitor(once, poll, batch_size, claim_rows, claim_seconds, quiet, db_path, m
     pending transactions and every row is scored exactly once.
     """
     from schemewatch import monitor as monitoring
+    from schemewatch.store.engine import is_postgres_url
 
     settings = settings_for(db_path, model_dir)
     report = None if quiet else (lambda line: click.echo(line, err=True))
@@ -374,7 +369,7 @@ def monitor(once, poll, batch_size, claim_rows, claim_seconds, quiet, db_path, m
         report=report,
         **(
             {"claim_rows": claim_rows, "claim_seconds": claim_seconds}
-            if store_is_postgres(settings.db_path)
+            if is_postgres_url(settings.db_path)
             else {}
         ),
     )

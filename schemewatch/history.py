@@ -201,13 +201,20 @@ def history_from_store(conn, batch: pd.DataFrame, through_id: int) -> pd.DataFra
 
     For a monitor worker scoring a claimed range with no tail of its own.
     """
+    return _read_from_store(conn, batch, batch, through_id, with_accounts=True)
+
+
+def _read_from_store(conn, rows, batch, through_id: int, *, with_accounts: bool = False):
+    """What the batch's windows need of the earlier payments of `rows`' beneficiaries, agents
+    and (when asked) bank accounts, read from the store."""
+    accounts = rows["account_id"].dropna().unique().tolist() if with_accounts else ()
     extra = store.earlier_transactions(
         conn,
         through_id=through_id,
-        beneficiary_ids=batch["beneficiary_id"].unique().tolist(),
-        agent_ids=batch["agent_id"].dropna().unique().tolist(),
-        agents_since=int(batch["paid_at"].min()) - AGENT_REACH,
-        account_ids=batch["account_id"].dropna().unique().tolist(),
+        beneficiary_ids=rows["beneficiary_id"].unique().tolist(),
+        agent_ids=rows["agent_id"].dropna().unique().tolist(),
+        agents_since=int(rows["paid_at"].min()) - AGENT_REACH,
+        account_ids=accounts,
     )
     return features.history_needed(batch, extra)
 
@@ -220,15 +227,7 @@ def needed_history(conn, tail: Tail, batch: pd.DataFrame, through_id: int) -> pd
     needed = tail.needed(batch)
     late = tail.late(batch)
     if late.any():
-        rows = batch[late]
-        extra = store.earlier_transactions(
-            conn,
-            through_id=through_id,
-            beneficiary_ids=rows["beneficiary_id"].unique().tolist(),
-            agent_ids=rows["agent_id"].dropna().unique().tolist(),
-            agents_since=int(rows["paid_at"].min()) - AGENT_REACH,
-        )
-        extra = features.history_needed(batch, extra)
+        extra = _read_from_store(conn, batch[late], batch, through_id)
         parts = [part for part in (needed, extra) if part is not None and len(part)]
         needed = pd.concat(parts, ignore_index=True) if parts else None
         if needed is not None:

@@ -96,10 +96,7 @@ def generated_template_pg(postgres_cluster):
 def generated_template(tmp_path_factory) -> Path:
     """A 6,000-row generated database, built once per test session."""
     path = tmp_path_factory.mktemp("template") / "template.db"
-    conn = store.open_database(path)
-    generator.generate(conn, transactions=6_000, seed=7, anomaly_rate=0.02)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
+    _generated(path)
     return path
 
 

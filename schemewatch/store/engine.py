@@ -25,7 +25,7 @@ WRITER_LOCK = 0x5C4E3E  # "schemewatch"
 
 
 class DatabaseURL(str):
-    """A PostgreSQL database, named by URL; stands where a SQLite file's Path stands.
+    """A PostgreSQL database, named by URL; names the database where a SQLite file's Path would.
 
     A str (so caches and pickles take it as it is) whose printed forms mask any password: for
     logs, errors and the audit log. `.url` is the full URL, for connecting.
@@ -34,12 +34,6 @@ class DatabaseURL(str):
     @property
     def url(self) -> str:
         return str.__str__(self)
-
-    def exists(self) -> bool:
-        return True
-
-    def resolve(self) -> DatabaseURL:
-        return self
 
     @property
     def name(self) -> str:

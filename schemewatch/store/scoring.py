@@ -240,24 +240,22 @@ def record_scores(conn: sqlite3.Connection, rows, summary, rule_hits=(), claim=N
 
     The transaction ids come from the append-only transactions table the monitor has just read,
     so the per-row foreign-key lookup is skipped for this write (it costs a fifth of a backfill);
-    the primary key still refuses a second score.
+    the primary key still refuses a second score. A worker's `claim` is marked done in the
+    same commit (store/claims.py).
     """
-    if engine.is_postgres(conn) or claim is not None:
+    sqlite = not engine.is_postgres(conn)  # PostgreSQL keeps its foreign-key checks
+    if sqlite:
+        conn.execute("PRAGMA foreign_keys=OFF")
+    try:
         with write_transaction(conn):
             if claim is not None:  # first: a claim taken over writes nothing
                 finish_claim(conn, claim)
             insert_scores(conn, rows)
             add_to_summary(conn, summary)
             insert_rule_hits(conn, rule_hits)
-        return
-    conn.execute("PRAGMA foreign_keys=OFF")
-    try:
-        with write_transaction(conn):
-            insert_scores(conn, rows)
-            add_to_summary(conn, summary)
-            insert_rule_hits(conn, rule_hits)
     finally:
-        conn.execute("PRAGMA foreign_keys=ON")
+        if sqlite:
+            conn.execute("PRAGMA foreign_keys=ON")
 
 
 def add_to_summary(conn, rows) -> None:
