@@ -11,7 +11,7 @@ PORT ?= 8501
 DEMO_TRANSACTIONS ?= 200000
 DEMO_RATE ?= 20
 
-.PHONY: demo test test-fast lint format bench bench-quality bench-feedback bench-cases bench-scale bench-postgres clean-venv
+.PHONY: demo test test-system-packages test-fast lint format bench bench-quality bench-feedback bench-cases bench-scale bench-postgres clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,10 +30,14 @@ demo: $(STAMP)
 	$(BIN)/python -m schemewatch.demo --db '$(DB)' --model-dir $(MODEL_DIR) \
 		--credentials $(CREDENTIALS) --port $(PORT) --rate $(DEMO_RATE)
 
-test: $(STAMP)
+# What the tests need from Debian (chromium, PostgreSQL's server programs) is installed first.
+test: test-system-packages $(STAMP)
 	$(BIN)/python -m pytest -q -n auto
 
-test-fast: $(STAMP)
+test-system-packages:
+	@sh tools/install-test-system-packages
+
+test-fast: test-system-packages $(STAMP)
 	$(BIN)/python -m pytest -q -n auto -m "not slow and not browser"
 
 lint: $(STAMP)

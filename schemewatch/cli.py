@@ -378,20 +378,32 @@ def monitor(once, poll, batch_size, claim_rows, claim_seconds, quiet, db_path, m
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--if-needed",
+    is_flag=True,
+    help="Evaluate only if the current model has no saved evaluation and the database has "
+    "ground truth; otherwise say why not and succeed.",
+)
+@click.option("--quiet", is_flag=True, help="No progress lines.")
 @db_option
 @model_dir_option
 @friendly_errors
-def evaluate(as_json, db_path, model_dir):
+def evaluate(as_json, if_needed, quiet, db_path, model_dir):
     """Compare the autoencoder with two baselines against the generator's ground truth."""
     import json
 
     from schemewatch import evaluation
 
     settings = settings_for(db_path, model_dir)
+    if if_needed:
+        reason = evaluation.why_not_evaluate(settings.db_path, settings.model_dir)
+        if reason is not None:
+            click.echo(f"Not evaluating: {reason}.")
+            return
     report = evaluation.evaluate(
         settings.db_path,
         settings.model_dir,
-        progress=None if as_json else (lambda line: click.echo(line, err=True)),
+        progress=None if as_json or quiet else (lambda line: click.echo(line, err=True)),
     )
     click.echo(json.dumps(report, indent=2) if as_json else evaluation.format_table(report))
 

@@ -91,6 +91,39 @@ def commands(args) -> dict[str, list[str]]:
     }
 
 
+def start_evaluation(args, env: dict) -> subprocess.Popen | None:
+    """Evaluate the current model against the ground truth in the background, once per model.
+
+    It takes about as long as training, so the dashboard does not wait for it; the Model page
+    shows the table once it is saved. None when there is nothing to do (already saved, no
+    ground truth, no model).
+    """
+    from schemewatch import evaluation
+    from schemewatch.errors import SchemewatchError
+
+    try:
+        if evaluation.why_not_evaluate(env["SCHEMEWATCH_DB"], Path(args.model_dir)) is not None:
+            return None
+    except SchemewatchError:
+        return None
+    print("Evaluating the model against the ground truth in the background.", flush=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "schemewatch", "evaluate", "--if-needed", "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        preexec_fn=_default_interrupt,
+    )
+
+
+def report_evaluation(process: subprocess.Popen | None) -> subprocess.Popen | None:
+    """Say once when the background evaluation is done; None from then on."""
+    if process is None or process.poll() is None:
+        return process
+    if process.returncode == 0:
+        print("Evaluation saved: the Model page shows its table.", flush=True)
+    return None
+
+
 def stop(processes: dict[str, subprocess.Popen]) -> None:
     """Ask every process to stop, then make sure they have."""
     for process in processes.values():
@@ -151,6 +184,7 @@ def main() -> None:
         )
         for name, command in commands(args).items()
     }
+    evaluation = start_evaluation(args, env)
     signal.signal(signal.SIGTERM, _interrupt)
     print(
         f"Dashboard on http://localhost:{args.port}; monitor and live feed running. "
@@ -159,13 +193,14 @@ def main() -> None:
     )
     try:
         while all(p.poll() is None for p in processes.values()):
+            evaluation = report_evaluation(evaluation)
             time.sleep(0.5)
         ended = [name for name, p in processes.items() if p.poll() is not None]
         print(f"{', '.join(ended)} stopped; stopping the rest.", flush=True)
     except KeyboardInterrupt:
         pass
     finally:
-        stop(processes)
+        stop({**processes, **({"evaluation": evaluation} if evaluation else {})})
 
 
 if __name__ == "__main__":

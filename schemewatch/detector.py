@@ -58,13 +58,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from schemewatch.quiet_tensorflow import keras as quiet_keras
 
 MODEL_FILE = "autoencoder.keras"
 SCALING_FILE = "scaling.json"
@@ -254,7 +253,7 @@ class AutoencoderDetector:
         is handed to Keras as one tensor used as both input and target: one copy of the rows
         in memory while Keras trains, not four.
         """
-        import keras
+        keras = quiet_keras()
 
         config = self.config
         rng = np.random.default_rng(config.seed)
@@ -306,7 +305,7 @@ class AutoencoderDetector:
         return table[index]
 
     def _build(self, width: int):
-        import keras
+        keras = quiet_keras()
 
         hidden = self.config.hidden or layer_sizes(width)
         inputs = keras.Input(shape=(width,))
@@ -407,7 +406,7 @@ class AutoencoderDetector:
     @classmethod
     def load(cls, directory: Path) -> AutoencoderDetector:
         """Read a detector written by `save` (also one saved before the newer settings existed)."""
-        import keras
+        keras = quiet_keras()
 
         directory = Path(directory)
         scaling = json.loads((directory / SCALING_FILE).read_text())
@@ -454,7 +453,7 @@ def _aligned_empty(shape: tuple[int, int]) -> np.ndarray:
 def _as_tensor(array: np.ndarray):
     """A TensorFlow tensor of the array: sharing its memory when TensorFlow allows (C order,
     aligned), which `convert_to_tensor` never does (it copies, briefly twice)."""
-    import keras
+    keras = quiet_keras()
     import tensorflow as tf
 
     aligned = array.ctypes.data % TENSOR_ALIGNMENT == 0 and array.flags.c_contiguous
@@ -467,7 +466,7 @@ def _early_stopping(patience: int):
     """A callback that stops when the validation loss has not improved by MIN_IMPROVEMENT (relative)
     for `patience` epochs and keeps the best weights. Keras's own takes an absolute min_delta,
     which means nothing across data sets of different scales."""
-    import keras
+    keras = quiet_keras()
 
     class RelativeEarlyStopping(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):

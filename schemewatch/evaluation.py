@@ -72,6 +72,24 @@ def metrics(scores: np.ndarray, threshold: float, labels: np.ndarray, typology: 
     }
 
 
+REPORT_FILE = "evaluation.json"
+
+
+def report_path(model_dir: Path, version: str) -> Path:
+    """Where a model's evaluation is saved, beside the model (the Model page shows it)."""
+    return Path(model_dir) / version / REPORT_FILE
+
+
+def why_not_evaluate(db_path: Path, model_dir: Path) -> str | None:
+    """Why an evaluation is not needed or not possible now (None if it should run)."""
+    version = modeling.current_version(model_dir)
+    if report_path(model_dir, version).exists():
+        return f"the evaluation of model {version} is already saved"
+    if len(store.ground_truth_frame(db_path)) == 0:
+        return "this database has no ground-truth labels to evaluate against"
+    return None
+
+
 def evaluate(db_path: Path, model_dir: Path, *, progress=None) -> dict:
     """Figures for the autoencoder and both baselines on every stored transaction."""
     say = progress or (lambda message: None)
@@ -114,8 +132,7 @@ def evaluate(db_path: Path, model_dir: Path, *, progress=None) -> dict:
         basic_scores, modeling.calibrate_threshold(basic_scores, budget), labels, typology
     )
     report = {"models": results, "rows": int(len(transactions)), "model_version": model.version}
-    # Saved beside the model so the dashboard's Model page can show it.
-    (Path(model_dir) / model.version / "evaluation.json").write_text(json.dumps(report, indent=2))
+    report_path(model_dir, model.version).write_text(json.dumps(report, indent=2))
     return report
 
 

@@ -46,7 +46,9 @@ def _free_port() -> int:
 @pytest.fixture
 def server(scored_template, tmp_path):
     if not shutil.which("chromium"):
-        pytest.fail("chromium is not installed (.ci/run installs it with apt-get)")
+        pytest.fail(
+            "chromium is not installed (`make test` installs it; or: apt-get install chromium)"
+        )
     db, models = scored_template
     shutil.copy(db, tmp_path / "transactions.db")
     shutil.copytree(models, tmp_path / "modeling")

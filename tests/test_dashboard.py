@@ -189,3 +189,24 @@ def test_admins_set_the_alert_threshold_and_it_is_audited(site):
     auditor.switch_page(f"{VIEWS}/model.py")
     auditor.run()
     assert not [b for b in auditor.button if b.label == "Apply threshold"]
+
+
+def test_the_model_page_shows_a_saved_evaluation_and_says_how_to_get_one(site):
+    from schemewatch import evaluation, modeling
+
+    models = site / "modeling"
+    version = modeling.current_version(models)
+    saved = evaluation.report_path(models, version)
+    saved.unlink(missing_ok=True)
+    app = _login("asha")
+    app.switch_page(f"{VIEWS}/model.py")
+    app.run()
+    assert not app.exception
+    assert any("schemewatch evaluate" in c.value for c in app.caption)
+    figures = {"precision": 0.9, "recall": 0.8, "f1": 0.85, "pr_auc": 0.93, "roc_auc": 0.99}
+    figures |= {"recall_at_budget": {"0.005": 0.5, "0.01": 0.8, "0.02": 0.9}, "per_typology": {}}
+    saved.write_text(json.dumps({"models": {"autoencoder": figures}, "rows": 10}))
+    app.run()
+    assert not app.exception
+    assert any(s.value == "Evaluation against the generator's ground truth" for s in app.subheader)
+    assert any("0.930" in c.value for c in app.code)

@@ -404,6 +404,45 @@ def test_evaluation_reports_every_model_and_beats_basic_features_on_behaviour(tr
     assert models["autoencoder"]["pr_auc"] > models["autoencoder_basic_features"]["pr_auc"] + 0.3
 
 
+def test_evaluate_if_needed_runs_once_per_model_and_not_without_ground_truth(trained, tmp_path):
+    db, models = trained
+    own_models = tmp_path / "modeling"
+    shutil.copytree(models, own_models)
+    for saved in own_models.glob("*/evaluation.json"):
+        saved.unlink()
+    command = ("evaluate", "--if-needed", "--quiet", "--model-dir", own_models)
+    first = _cli(*command, "--db", db)
+    assert "autoencoder" in first.stdout and "recall at 1.0% budget" in first.stdout
+    assert "computing features" not in first.stderr  # --quiet
+    version = modeling.current_version(own_models)
+    assert (own_models / version / "evaluation.json").exists()
+    again = _cli(*command, "--db", db)
+    assert again.stdout == f"Not evaluating: the evaluation of model {version} is already saved.\n"
+    (own_models / version / "evaluation.json").unlink()
+    unlabelled = tmp_path / "unlabelled.db"
+    store.open_database(unlabelled).close()
+    nothing = _cli(*command, "--db", unlabelled)
+    assert "no ground-truth labels" in nothing.stdout
+    assert not (own_models / version / "evaluation.json").exists()
+
+
+def test_commands_that_load_tensorflow_print_none_of_its_start_up_lines(trained, tmp_path):
+    db = tmp_path / "transactions.db"
+    shutil.copy(trained[0], db)
+    quiet_env = {k: v for k, v in ENV.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [PYTHON, "monitor.py", "--once", "--db", db, "--model-dir", trained[1]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=quiet_env,
+        check=True,
+        timeout=300,
+    )
+    assert "Scored" in result.stdout
+    assert "oneDNN" not in result.stderr and "absl" not in result.stderr, result.stderr
+
+
 def test_daily_summary_matches_the_scored_rows(scored_copy):
     db, models = scored_copy
     Monitor(db, models, batch_size=2_500).tick()  # two ticks' worth, to exercise the upsert

@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from schemewatch import modeling, reranker, store
+from schemewatch import evaluation, modeling, reranker, store
 from schemewatch.dashboard import widgets
 from schemewatch.dashboard.formatting import escape_markdown as md
 
@@ -76,14 +76,15 @@ def model_view() -> None:
     _reranker_line(card.get("reranker"))
     if user.can("manage"):
         _threshold_form(settings, user, version, threshold)
-    report_path = settings.model_dir / version / "evaluation.json"
-    if report_path.exists():
-        from schemewatch.evaluation import format_table
-
+    report = evaluation.report_path(settings.model_dir, version)
+    if report.exists():
         st.subheader("Evaluation against the generator's ground truth")
-        st.code(format_table(json.loads(report_path.read_text())))
+        st.code(evaluation.format_table(json.loads(report.read_text())))
     else:
-        st.caption("Run `schemewatch evaluate` to add the evaluation table here.")
+        st.caption(
+            "Run `schemewatch evaluate` to add the evaluation table here (`make demo` runs it "
+            "in the background after training; it appears here when done)."
+        )
     curve = pd.DataFrame(
         _threshold_curve(settings.db_path, version),
         columns=["threshold", "alerts", "precision", "recall"],
