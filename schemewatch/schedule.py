@@ -173,6 +173,17 @@ def _alive_for(world: World, enrolment, period_start_day) -> np.ndarray:
     )
 
 
+def _period_labels(label: str, count: int) -> np.ndarray:
+    """`count` payments' period, all one shared string object.
+
+    `np.full(count, label, object)` would make a new string per payment (about 60 bytes each,
+    most of a gigabyte over a year of 10 million payments); a pointer to one costs 8.
+    """
+    labels = np.empty(count, object)
+    labels.fill(label)
+    return labels
+
+
 def _collect(chunks):
     if not chunks:
         empty = np.empty(0, np.int64)
@@ -207,9 +218,7 @@ def _pm_kisan(rng, world, enrolments, start_day, end_day):
             )
             very_late = lateness > 0.995
             day[very_late] = last + rng.integers(1, 60, very_late.sum())
-            chunks.append(
-                (paid, day, np.full(len(paid), label, object), np.full(len(paid), 2000.0))
-            )
+            chunks.append((paid, day, _period_labels(label, len(paid)), np.full(len(paid), 2000.0)))
     return _collect(chunks)
 
 
@@ -232,7 +241,7 @@ def _pension(rng, world, enrolments, start_day, end_day):
         # A real arrear: the month before was missed, and now both months are paid at once.
         arrears = missed[alive] & (rng.random(len(paid)) < ARREARS_AFTER_MISSED_MONTH)
         amount[arrears] *= 2
-        chunks.append((paid, day, np.full(len(paid), label, object), amount))
+        chunks.append((paid, day, _period_labels(label, len(paid)), amount))
         missed = due & ~alive
         month = (month + timedelta(days=32)).replace(day=1)
     return _collect(chunks)
@@ -260,13 +269,13 @@ def _mgnrega(rng, world, enrolments, start_day, end_day):
             # Days at the two worksites fall as they fall, rarely exactly half each.
             split = rng.integers(1, np.maximum(days_worked, 2))
             first_part = np.where(two_sites, split, days_worked)
-            chunks.append((worked, day, np.full(len(worked), label, object), rate * first_part))
+            chunks.append((worked, day, _period_labels(label, len(worked)), rate * first_part))
             second = np.flatnonzero(two_sites)
             chunks.append(
                 (
                     worked[second],
                     day[second] + rng.integers(0, 6, len(second)),
-                    np.full(len(second), label, object),
+                    _period_labels(label, len(second)),
                     rate[second] * (days_worked[second] - first_part[second]),
                 )
             )
@@ -284,7 +293,7 @@ def _scholarship(rng, world, enrolments, start_day, end_day):
         amount = world.enrolment_entitlement[paid].copy()
         amount[rng.random(len(paid)) < 0.1] *= 0.5
         day = rng.integers(first, last, len(paid))
-        chunks.append((paid, day, np.full(len(paid), label, object), amount))
+        chunks.append((paid, day, _period_labels(label, len(paid)), amount))
     return _collect(chunks)
 
 
@@ -296,7 +305,8 @@ def _housing(rng, world, enrolments, start_day, end_day):
     for number, (low, high) in enumerate(((0, 30), (90, 180), (200, 360)), start=1):
         day = sanction + rng.integers(low, high, len(enrolments))
         fiscal = np.array([(d.year if d.month >= 4 else d.year - 1) for d in map(to_date, day)])
-        label = np.array([f"{schemes.fiscal_year_label(y)}/I{number}" for y in fiscal], object)
+        names = {y: f"{schemes.fiscal_year_label(y)}/I{number}" for y in set(fiscal.tolist())}
+        label = np.array([names[y] for y in fiscal.tolist()], object)
         share = schemes.PMAY_G_INSTALMENT_SHARES[number - 1]
         alive = _alive_for(world, enrolments, day)
         chunks.append((enrolments[alive], day[alive], label[alive], unit[alive] * share))
