@@ -15,16 +15,18 @@ DEMO_RATE ?= 20
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip 'setuptools>=68'
 	$(BIN)/python -m pip install --quiet -r requirements.txt
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@# setuptools' notes on editable installs are for its own developers, not ours to read.
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 demo: $(STAMP)
 	@$(BIN)/python generate_database.py --if-empty --db '$(DB)' \
 		--transactions $(DEMO_TRANSACTIONS) --seed 42 --end-date $$(date +%F)
 	@$(BIN)/python train.py --if-needed --db '$(DB)' --model-dir $(MODEL_DIR)
-	@$(BIN)/python -m schemewatch users list --db '$(DB)' --credentials $(CREDENTIALS) | grep -q . \
+	@$(BIN)/python -m schemewatch users list --db '$(DB)' --credentials $(CREDENTIALS) 2>/dev/null \
+		| grep -q . \
 		|| $(BIN)/python -m schemewatch users add demo --role supervisor \
 		--name "Demo auditor" --random-password --db '$(DB)'
 	$(BIN)/python -m schemewatch.demo --db '$(DB)' --model-dir $(MODEL_DIR) \

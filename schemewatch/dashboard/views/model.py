@@ -79,7 +79,7 @@ def model_view() -> None:
     report = evaluation.report_path(settings.model_dir, version)
     if report.exists():
         st.subheader("Evaluation against the generator's ground truth")
-        st.code(evaluation.format_table(json.loads(report.read_text())))
+        st.code(evaluation.format_table(json.loads(report.read_text())), language=None)
     else:
         st.caption(
             "Run `schemewatch evaluate` to add the evaluation table here (`make demo` runs it "
