@@ -420,6 +420,7 @@ class LiveFeed:
     def _write(self, batch: Payments, writes: dict) -> None:
         with store.write_transaction(self.conn):
             for people in writes["people"]:
+                self._renumber_if_taken(people)
                 generator.write_beneficiaries(self.conn, self.world, people, end_day=10**9)
             for enrolments in writes["enrolments"]:
                 generator.write_enrolments(self.conn, self.world, enrolments)
@@ -428,6 +429,16 @@ class LiveFeed:
             if len(batch):
                 first_id = store.next_transaction_id(self.conn)
                 generator.write_payments(self.conn, self.world, batch, first_id)
+
+    def _renumber_if_taken(self, people: np.ndarray) -> None:
+        """New ghosts are numbered after the registry this feed read; another feed may have
+        enrolled people since. Then they take numbers past the registry's highest instead."""
+        ids = self.world.beneficiary_ids[people].tolist()
+        if not store.registered_beneficiaries(self.conn, ids):
+            return
+        first = store.highest_beneficiary_number(self.conn) + 1
+        self.world.beneficiary_ids[people] = [f"B{n:08d}" for n in range(first, first + len(ids))]
+        self._positions = None  # id -> index, rebuilt when next needed
 
 
 class _StopRequested(Exception):

@@ -170,3 +170,28 @@ def test_feed_draws_each_typology_from_the_generators_families(generated_db):
         start, end = schemes.period_window(scheme, period)
         assert paid_at < start - OFF_CYCLE_MARGIN or paid_at >= end + OFF_CYCLE_MARGIN
     assert len(spans) == 9  # every typology, several groups of most
+
+
+def test_two_feeds_enrolling_ghosts_at_once_never_reuse_an_id(generated_db):
+    """Each feed numbers new ghosts after the registry it read; the second renumbers."""
+    feeds = [LiveFeed(store.open_database(generated_db), seed=seed) for seed in (1, 2)]
+    now = int(store.now())
+    for feed in feeds:
+        writes = {"people": [], "enrolments": [], "deaths": []}
+        batch = feed._inject_ghost_beneficiary(now, writes)
+        feed._write(batch.sorted_by_time(), writes)
+    conn = store.connect(generated_db)
+    try:
+        ids = [row[0] for row in conn.execute("SELECT beneficiary_id FROM beneficiaries")]
+        orphans = conn.execute(
+            "SELECT COUNT(*) FROM transactions t LEFT JOIN beneficiaries b "
+            "USING (beneficiary_id) WHERE b.beneficiary_id IS NULL"
+        ).fetchone()[0]
+    finally:
+        conn.close()
+        for feed in feeds:
+            feed.conn.close()
+    assert len(ids) == len(set(ids))
+    assert orphans == 0
+    first, second = (set(feed.world.beneficiary_ids[-5:].tolist()) for feed in feeds)
+    assert not first & second

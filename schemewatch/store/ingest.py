@@ -270,6 +270,27 @@ def max_group_number(conn: sqlite3.Connection) -> int:
     return conn.execute(sql).fetchone()[0] or 0
 
 
+def registered_beneficiaries(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+    """Which of these beneficiary ids the registry already holds."""
+    found: set[str] = set()
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        marks = ", ".join("?" * len(part))
+        sql = f"SELECT beneficiary_id FROM {BENEFICIARIES} WHERE beneficiary_id IN ({marks})"
+        found.update(row[0] for row in conn.execute(sql, part))
+    return found
+
+
+def highest_beneficiary_number(conn: sqlite3.Connection) -> int:
+    """The highest N of the generated ids BNNNNNNNN in the registry (0 if there is none)."""
+    rows = conn.execute(
+        f"SELECT beneficiary_id FROM {BENEFICIARIES} WHERE beneficiary_id LIKE 'B________' "
+        "ORDER BY beneficiary_id DESC LIMIT 100"
+    )
+    numbers = [int(row[0][1:]) for row in rows if row[0][1:].isdigit()]
+    return max(numbers, default=0)
+
+
 def existing_enrolments(conn: sqlite3.Connection, pairs) -> set[tuple[str, str]]:
     """Which (beneficiary_id, scheme) pairs are already enrolled."""
     found: set[tuple[str, str]] = set()
