@@ -7,6 +7,7 @@ fixture twice: on a SQLite file and on a PostgreSQL database in a cluster the se
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -19,6 +20,17 @@ PYTHON = sys.executable
 
 
 ENGINES = ("sqlite", "postgresql")
+
+
+def pytest_configure(config):
+    """Ctrl-C works on the commands tests start, however `make test` itself was started.
+
+    A shell that starts a job in the background (`make test &`, a script under nohup) makes it
+    ignore SIGINT, and every command it starts inherits that: the tests that press Ctrl-C on a
+    monitor or feed would wait for it in vain.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_generate_tests(metafunc):

@@ -130,3 +130,31 @@ def test_the_monitor_puts_every_alert_in_a_case(scored_template):
     members = dict(store.alert_case_members(conn, version))
     assert len(members) == alerts > 0
     assert len(set(members.values())) < alerts  # some injected fraud linked together
+
+
+def test_linking_alerts_as_they_arrive_equals_linking_them_all_at_once(conn):
+    """The monitor links each tick's alerts against the cases they touch, not every alert;
+    adding alerts never splits a case, so the cases must equal linking every alert afresh."""
+    import numpy as np
+
+    ids = [row[0] for row in conn.execute("SELECT transaction_id FROM transactions")]
+    rng = np.random.default_rng(7)
+    # Dense enough that agents' sweeps, accounts and phones link across ticks and merge cases.
+    flagged = rng.choice(ids, size=len(ids) // 3, replace=False).tolist()
+    version = "v-incremental"
+    start = 0
+    for size in (1, 5, 40, 3, 400, 2, 900, 7):
+        _flag(conn, version, *flagged[start : start + size])
+        linking.link_new_alerts(conn, version)
+        start += size
+    _flag(conn, version, *flagged[start:])
+    linking.link_new_alerts(conn, version)
+    stored = _cases(conn, version)
+    everything = pd.DataFrame(
+        store.alerts_for_linking(conn, version), columns=store.LINK_COLUMNS
+    ).assign(case_id=None)
+    afresh = dict(
+        zip(everything["transaction_id"], linking.case_of_each(everything).tolist(), strict=True)
+    )
+    assert stored == afresh
+    assert len(set(afresh.values())) < len(afresh) - 100  # merges really happened

@@ -116,6 +116,9 @@ from schemewatch.store.linking import (  # noqa: F401
     alerts_for_linking,
     assign_alert_cases,
     has_unlinked_alerts,
+    linked_alerts_near,
+    move_case,
+    unlinked_alerts,
 )
 from schemewatch.store.rules import (  # noqa: F401
     STORED_RULE_COLUMNS,

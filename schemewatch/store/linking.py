@@ -51,6 +51,49 @@ def alerts_for_linking(conn, version: str) -> list[tuple]:
     return [tuple(r) for r in conn.execute(_alerts_sql(" ORDER BY t.transaction_id"), (version,))]
 
 
+def unlinked_alerts(conn, version: str) -> list[tuple]:
+    """The alerts of a model version in no case yet (LINK_COLUMNS), by transaction id."""
+    sql = _alerts_sql(" AND ac.case_id IS NULL ORDER BY t.transaction_id")
+    return [tuple(r) for r in conn.execute(sql, (version,))]
+
+
+def linked_alerts_near(
+    conn,
+    version: str,
+    *,
+    beneficiaries: list[str],
+    accounts: list[str],
+    phones: list[str],
+    agents: list[str],
+    since: float,
+    until: float,
+) -> list[tuple]:
+    """Alerts already in a case (LINK_COLUMNS) that share a beneficiary, account or phone with
+    the given ones, or were paid at one of the agents between since and until."""
+    found: dict[int, tuple] = {}
+    linked = " AND ac.case_id IS NOT NULL AND "
+    for condition, values, extra in (
+        ("t.beneficiary_id IN ({})", beneficiaries, ()),
+        ("t.account_id IN ({})", accounts, ()),
+        ("b.phone_hash IN ({})", phones, ()),
+        ("t.agent_id IN ({}) AND t.paid_at BETWEEN ? AND ?", agents, (since, until)),
+    ):
+        for start in range(0, len(values), 500):
+            part = list(values[start : start + 500])
+            sql = _alerts_sql(linked + condition.format(", ".join("?" * len(part))))
+            for row in conn.execute(sql, (version, *part, *extra)):
+                found[row[0]] = tuple(row)
+    return [found[key] for key in sorted(found)]
+
+
+def move_case(conn, version: str, case_id: int, into: int) -> int:
+    """Every alert of one case joins another (a merge); returns how many moved."""
+    return conn.execute(
+        f"UPDATE {ALERT_CASES} SET case_id = ? WHERE model_version = ? AND case_id = ?",
+        (into, version, case_id),
+    ).rowcount
+
+
 def assign_alert_cases(conn, version: str, memberships) -> None:
     """Put alerts in cases: (transaction_id, case_id) pairs, new or moved by a merge."""
     conn.executemany(
