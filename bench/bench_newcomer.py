@@ -45,7 +45,9 @@ def sign_in_and_time(url: str, password: str, started: float) -> tuple[float, fl
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"))
+        browser = playwright.chromium.launch(
+            executable_path=shutil.which("chromium"), args=["--no-sandbox", "--disable-gpu"]
+        )
         page = browser.new_page(viewport={"width": 1400, "height": 2000})
         page.goto(url)
         expect(page.get_by_label("Username")).to_be_visible(timeout=120_000)
@@ -64,6 +66,7 @@ def sign_in_and_time(url: str, password: str, started: float) -> tuple[float, fl
                 break
             except AssertionError:
                 page.reload()
+                page.wait_for_timeout(3_000)
         evaluation = time.time() - started
         browser.close()
     return overview, evaluation
