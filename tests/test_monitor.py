@@ -71,13 +71,13 @@ def _scores(db):
         conn.close()
 
 
-def _cli(*args, check=True):
+def _cli(*args, check=True, env=ENV):
     return subprocess.run(
         [PYTHON, "-m", "schemewatch", *map(str, args)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env=ENV,
+        env=env,
         check=check,
         timeout=300,
     )
@@ -430,15 +430,7 @@ def test_commands_that_load_tensorflow_print_none_of_its_start_up_lines(trained,
     db = tmp_path / "transactions.db"
     shutil.copy(trained[0], db)
     quiet_env = {k: v for k, v in ENV.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    result = subprocess.run(
-        [PYTHON, "monitor.py", "--once", "--db", db, "--model-dir", trained[1]],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=quiet_env,
-        check=True,
-        timeout=300,
-    )
+    result = _cli("monitor", "--once", "--db", db, "--model-dir", trained[1], env=quiet_env)
     assert "Scored" in result.stdout
     assert "oneDNN" not in result.stderr and "absl" not in result.stderr, result.stderr
 
