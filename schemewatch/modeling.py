@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from schemewatch import features, history, reranker, schemes, store
+from schemewatch import enrolment_counts, features, history, reranker, schemes, store
 from schemewatch.detector import AutoencoderConfig, AutoencoderDetector
 from schemewatch.errors import ModelError
 
@@ -59,7 +59,17 @@ class LoadedModel:
 
 
 def load_registry(conn, beneficiary_ids=None) -> features.Registry:
-    """Registry context for all beneficiaries, or only those given."""
+    """Registry context for all beneficiaries, or only those given.
+
+    For all of them the counts are computed from one read of the registry (enrolment_counts);
+    for a few, the store counts them per beneficiary: the same values either way.
+    """
+    if beneficiary_ids is None:
+        records = store.beneficiary_records(conn)
+        context = pd.concat([records, enrolment_counts.registry_counts(records)], axis=1)
+        return features.build_registry(
+            context[list(features.REGISTRY_COLUMNS)], store.all_entitlements(conn)
+        )
     context = pd.DataFrame(
         store.registry_context(conn, beneficiary_ids), columns=list(features.REGISTRY_COLUMNS)
     )

@@ -184,14 +184,18 @@ from schemewatch.store.schema import (  # noqa: F401
     write_transaction,
 )
 from schemewatch.store.scoring import (  # noqa: F401
+    BENEFICIARY_RECORD_COLUMNS,
     SCORE_COLUMNS,
     SUBPROCESS_READ_ROWS,
     add_to_summary,
+    all_entitlements,
+    beneficiary_records,
     earlier_transactions,
     entitlements,
     ground_truth_frame,
     insert_scores,
     last_transaction_id,
+    location_of,
     read_frame,
     record_scores,
     registry_context,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from schemewatch.errors import DatabaseError
 from schemewatch.store import engine
@@ -23,6 +24,9 @@ from schemewatch.store.schema import (
     rows_by_ids,
     write_transaction,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # -- bulk reads for scoring --------------------------------------------------------------------
 # Large reads go through ADBC/Arrow (several times faster than building Python tuples), but only
@@ -207,6 +211,62 @@ def registry_context(conn: sqlite3.Connection, beneficiary_ids=None) -> list[tup
     return rows_by_ids(
         conn, _REGISTRY_CONTEXT + " WHERE b.beneficiary_id IN ({marks})", beneficiary_ids
     )
+
+
+BENEFICIARY_RECORD_COLUMNS = (
+    "beneficiary_id",
+    "home_latitude",
+    "home_longitude",
+    "date_of_death",
+    "phone_hash",
+    "enrolled_by",
+    "enrolled_on",
+)
+
+
+def beneficiary_records(conn) -> pd.DataFrame:
+    """Every beneficiary's home, death, phone and enrolment (BENEFICIARY_RECORD_COLUMNS; None
+    where unknown): what the registry's counts are computed from in one pass, instead of four
+    correlated subqueries a beneficiary (registry_context, kept for a few at a time)."""
+    sql = f"SELECT {', '.join(BENEFICIARY_RECORD_COLUMNS)} FROM {BENEFICIARIES}"
+    return _whole_table(conn, sql, BENEFICIARY_RECORD_COLUMNS, _NULLABLE_RECORD_TEXT)
+
+
+_NULLABLE_RECORD_TEXT = ("date_of_death", "phone_hash", "enrolled_by", "enrolled_on")
+
+
+def all_entitlements(conn) -> pd.DataFrame:
+    """(beneficiary_id, scheme, entitlement) of every enrolment, as a DataFrame."""
+    columns = ("beneficiary_id", "scheme", "entitlement")
+    sql = f"SELECT {', '.join(columns)} FROM {ENROLMENTS}"
+    return _whole_table(conn, sql, columns)
+
+
+def _whole_table(conn, sql: str, columns: tuple, nullable_text: tuple = ()) -> pd.DataFrame:
+    """A large read as a DataFrame: through Arrow in a child process when the database is a file
+    or a server (no Python object per value: 2 million beneficiaries read as tuples took 5 s and
+    1.2 GB), else row by row. Nullable text is read as '' and turned back into None, as ADBC
+    infers a column's type from its first rows."""
+    import pandas as pd
+
+    location = location_of(conn)
+    if location is None:
+        return pd.DataFrame([tuple(r) for r in conn.execute(sql)], columns=list(columns))
+    for column in nullable_text:
+        sql = sql.replace(column, f"COALESCE({column}, '') AS {column}", 1)
+    frame = start_read_in_subprocess(location, sql)()
+    for column in nullable_text:
+        values = frame[column]
+        frame[column] = values.mask(values == "")
+    return frame
+
+
+def location_of(conn):
+    """The database a connection is open on (a file path or a server URL); None in memory."""
+    if engine.is_postgres(conn):
+        return conn.location
+    row = conn.execute("PRAGMA database_list").fetchone()
+    return Path(row[2]) if row is not None and row[2] else None
 
 
 def entitlements(conn: sqlite3.Connection, beneficiary_ids=None) -> list[tuple]:
