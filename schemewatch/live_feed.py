@@ -21,7 +21,7 @@ from schemewatch.errors import FeedExhausted
 from schemewatch.geography import haversine_km
 from schemewatch.live_world import world_from_registry
 from schemewatch.payments import LABELS, NO_AGENT, Payments
-from schemewatch.schedule import BANK, settle
+from schemewatch.schedule import BANK, counter_open, settle
 from schemewatch.typologies import (
     FAMILIES,
     count_between,
@@ -160,11 +160,13 @@ class LiveFeed:
         return rows
 
     def _at_free_agents(self, rows: Payments, now: int) -> Payments:
-        """An agent pays one person at a time; when theirs is busy, the money goes to the bank."""
+        """An agent pays one person at a time, in counter hours; when theirs is busy or closed
+        (at night, as in the generated year), the money goes to the bank."""
         world = self.world
+        is_open = bool(counter_open(now))
         for i in np.flatnonzero(rows.agent != NO_AGENT):
             agent = rows.agent[i]
-            if self.agent_free_at[agent] <= now:
+            if is_open and self.agent_free_at[agent] <= now:
                 self.agent_free_at[agent] = now + self.rng.integers(*AGENT_SECONDS_PER_PAYOUT)
                 continue
             beneficiary = rows.beneficiary[i]

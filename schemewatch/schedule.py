@@ -147,13 +147,23 @@ def _next_market_day(rng, world: World, agent, day) -> np.ndarray:
     return day + np.where(other_day, rng.integers(0, 5, len(day)), wait)
 
 
+COUNTER_OPENS_HOUR, COUNTER_CLOSES_HOUR = 8.0, 18.5  # IST: when agents' counters pay out
+
+
+def counter_open(unix_seconds) -> np.ndarray:
+    """Whether agents' counters are open at these times (IST opening hours)."""
+    hours = (np.asarray(unix_seconds) + schemes.IST_OFFSET_SECONDS) % schemes.DAY / 3600
+    return (hours >= COUNTER_OPENS_HOUR) & (hours < COUNTER_CLOSES_HOUR)
+
+
 def _counter_hours(rng, n: int) -> np.ndarray:
     """Seconds after midnight for a counter payout: market hours, busiest late morning."""
     hours = rng.normal(11.5, 2.0, n)
     # Those who come before opening or after closing queue and are served one by one, over the
     # first or last half hour (not all in the same second).
-    hours = np.where(hours < 8.0, 8.0 + rng.uniform(0, 0.5, n), hours)
-    hours = np.where(hours > 18.5, 18.5 - rng.uniform(0, 0.5, n), hours)
+    opens, closes = COUNTER_OPENS_HOUR, COUNTER_CLOSES_HOUR
+    hours = np.where(hours < opens, opens + rng.uniform(0, 0.5, n), hours)
+    hours = np.where(hours > closes, closes - rng.uniform(0, 0.5, n), hours)
     return (hours * 3600).astype(np.int64)
 
 

@@ -110,10 +110,23 @@ def test_ctrl_c_stops_the_simulator_cleanly(generated_db):
     assert _count(generated_db) > 6_000
 
 
+def _today_at_ist(hour: float):
+    """A clock running from today's `hour` o'clock IST, as fast as the real one."""
+    started = time.time()
+    ist_midnight = (int(started) + schemes.IST_OFFSET_SECONDS) // schemes.DAY * schemes.DAY
+    at = ist_midnight - schemes.IST_OFFSET_SECONDS + int(hour * 3600)
+    return lambda: at + (time.time() - started)
+
+
+def _agent_payouts(conn, first_new) -> int:
+    sql = "SELECT COUNT(*) FROM transactions WHERE transaction_id >= ? AND agent_id IS NOT NULL"
+    return conn.execute(sql, (first_new,)).fetchone()[0]
+
+
 def test_honest_live_payouts_respect_each_agents_pace(generated_db):
     conn = store.open_database(generated_db)
     first_new = store.next_transaction_id(conn)
-    feed = LiveFeed(conn, anomaly_rate=0.0, seed=6)
+    feed = LiveFeed(conn, anomaly_rate=0.0, seed=6, clock=_today_at_ist(11))
     for _ in range(4):
         feed.tick(250)
     busiest = conn.execute(
@@ -123,6 +136,17 @@ def test_honest_live_payouts_respect_each_agents_pace(generated_db):
     ).fetchone()[0]
     assert busiest == 1  # a few seconds of feed: no agent serves two people
     assert store.count_rows(conn, store.TRANSACTIONS) - first_new + 1 == 1000
+
+
+def test_at_night_honest_live_payments_go_to_the_bank_as_counters_are_closed(generated_db):
+    conn = store.open_database(generated_db)
+    first_new = store.next_transaction_id(conn)
+    LiveFeed(conn, anomaly_rate=0.0, seed=6, clock=_today_at_ist(11)).tick(500)
+    assert _agent_payouts(conn, first_new) > 20  # by day, agents pay out
+    at_night = store.next_transaction_id(conn)
+    LiveFeed(conn, anomaly_rate=0.0, seed=6, clock=_today_at_ist(23)).tick(500)
+    assert store.next_transaction_id(conn) - at_night == 500
+    assert _agent_payouts(conn, at_night) == 0
 
 
 def test_feed_draws_each_typology_from_the_generators_families(generated_db):
