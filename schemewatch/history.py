@@ -94,6 +94,7 @@ class Tail:
         self.newest = -np.inf
         self.added = 0
         self.dropped_periods = np.zeros(0, np.uint64)  # sorted, unique
+        self.keys = _KeyCodes()  # the big frame's ids as integer codes, until it changes
 
     def __len__(self) -> int:
         return sum(len(part) for part in self._all())
@@ -117,6 +118,7 @@ class Tail:
         frames = self._all()
         self.frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         self.parts = []
+        self.keys = _KeyCodes()
 
     def prune(self) -> None:
         """Drop what no later row (paid after the horizon) can need."""
@@ -140,7 +142,18 @@ class Tail:
         dropped = _period_keys(frame[~keep])
         self.dropped_periods = np.union1d(self.dropped_periods, dropped)
         self.frame = frame[keep].reset_index(drop=True)
+        self.keys = _KeyCodes()
         self.horizon = horizon
+
+    def settle(self) -> None:
+        """Prune into one frame and code its ids now, before live ticks ask (coding a tail of
+        millions of rows takes seconds: the first live tick waited for it)."""
+        if not self._all():
+            return
+        self.prune()
+        if self.frame is not None and len(self.frame) >= KEY_CODES_FROM_ROWS:
+            for column in ("beneficiary_id", "account_id"):
+                self.keys.code(self.frame, column)
 
     def late(self, batch: pd.DataFrame) -> np.ndarray:
         """Batch rows whose windows reach rows the tail may have dropped."""
@@ -175,7 +188,9 @@ class Tail:
         accounts = _value_set(batch["account_id"])
         found = []
         for part in self._all():
-            near = _isin(part["beneficiary_id"], people) | _isin(part["account_id"], accounts)
+            near = self._isin(part, "beneficiary_id", people) | self._isin(
+                part, "account_id", accounts
+            )
             recent = part["paid_at"].to_numpy() >= agent_since
             if recent.any():
                 near |= recent & _isin(part["agent_id"], agents)
@@ -184,6 +199,38 @@ class Tail:
         if not found:
             return None
         return pd.concat(found, ignore_index=True) if len(found) > 1 else found[0]
+
+    def _isin(self, part: pd.DataFrame, column: str, values: pa.Array) -> np.ndarray:
+        """part[column].isin(values): for the big frame through its cached codes (a live tick
+        asks about a few hundred ids; comparing them with every string of a tail of millions
+        took most of a tick at 10 million rows), else through Arrow."""
+        if part is self.frame and len(part) >= KEY_CODES_FROM_ROWS:
+            return self.keys.isin(part, column, values)
+        return _isin(part[column], values)
+
+
+KEY_CODES_FROM_ROWS = 100_000  # smaller parts are compared directly
+
+
+class _KeyCodes:
+    """One frame's id columns as integer codes (computed on first use): membership of a few
+    values is then a lookup of their codes and one pass over integers."""
+
+    def __init__(self):
+        self.codes: dict[str, tuple[np.ndarray, pd.Index]] = {}
+
+    def code(self, frame: pd.DataFrame, column: str) -> tuple[np.ndarray, pd.Index]:
+        if column not in self.codes:
+            codes, uniques = pd.factorize(frame[column], use_na_sentinel=True)
+            self.codes[column] = (codes, pd.Index(uniques))
+        return self.codes[column]
+
+    def isin(self, frame: pd.DataFrame, column: str, values: pa.Array) -> np.ndarray:
+        codes, uniques = self.code(frame, column)
+        wanted = np.zeros(len(uniques) + 1, bool)  # the last one stands for a missing value
+        found = uniques.get_indexer(values.to_pandas())
+        wanted[found[found >= 0]] = True
+        return wanted[codes]
 
 
 def _value_set(column: pd.Series) -> pa.Array:

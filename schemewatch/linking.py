@@ -115,14 +115,19 @@ def link_new_alerts(conn, version: str, limits: LinkLimits = LinkLimits()) -> in
     every alert: at millions of rows a live tick would otherwise read a hundred thousand
     alerts to place a handful. Adding alerts never splits a case, so this equals linking every
     alert afresh (tested). With the camp link on, or more new alerts than INCREMENTAL_MOST (a
-    backfill), every alert is read. Does nothing when no alert is waiting. The reads are
+    backfill), every alert is read. New alerts are those waiting in the store's queue (written
+    with their scores); does nothing when none is waiting. The reads are
     inside the write transaction: monitor workers sharing a store (PostgreSQL) link one after
     another, each on what the previous one wrote, never on a stale read.
     """
     if not store.has_unlinked_alerts(conn, version):
         return 0
     with store.write_transaction(conn):
-        new = _frame(store.unlinked_alerts(conn, version))
+        waiting = _frame(store.unlinked_alerts(conn, version))
+        store.forget_linked(conn, version, waiting["transaction_id"].tolist())
+        new = waiting[waiting["case_id"].isna()]
+        if new.empty:
+            return 0
         if limits.camp_days is not None or len(new) > INCREMENTAL_MOST:
             alerts = _frame(store.alerts_for_linking(conn, version))
         else:

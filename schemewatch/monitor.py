@@ -83,6 +83,7 @@ class Monitor:
             self.tail = history.Tail()
             for rows in history.read_chunks(self.db_path, 0, cursor, self.chunk_size):
                 self.tail.add(rows)
+            self.tail.settle()
             self.tail_through = cursor
 
     def _needed_history(self, batch: pd.DataFrame) -> pd.DataFrame | None:

@@ -158,3 +158,44 @@ def test_linking_alerts_as_they_arrive_equals_linking_them_all_at_once(conn):
     )
     assert stored == afresh
     assert len(set(afresh.values())) < len(afresh) - 100  # merges really happened
+
+
+def _waiting(conn, version: str) -> list[int]:
+    sql = "SELECT transaction_id FROM alerts_to_link WHERE model_version = ? ORDER BY 1"
+    return [row[0] for row in conn.execute(sql, (version,))]
+
+
+def test_new_alerts_wait_in_the_queue_until_linking_gives_them_a_case(conn):
+    ids = [row[0] for row in conn.execute("SELECT transaction_id FROM transactions LIMIT 5")]
+    version = "v-queue"
+    rows = [(version, t, 1.0, 2.0, 0, None, None, 0.0, 10.0, None) for t in ids[:2]]
+    with store.write_transaction(conn):
+        store.insert_scores(conn, rows)  # not alerts: nothing waits
+    _flag(conn, version, *ids[2:])
+    assert _waiting(conn, version) == sorted(ids[2:])
+    assert store.has_unlinked_alerts(conn, version)
+    assert linking.link_new_alerts(conn, version) == 3
+    assert _waiting(conn, version) == [] and not store.has_unlinked_alerts(conn, version)
+    assert sorted(_cases(conn, version)) == sorted(ids[2:])
+    # One already in a case that waits again (a worker's retry, say) leaves quietly, unchanged.
+    before = _cases(conn, version)
+    with store.write_transaction(conn):
+        conn.execute("INSERT INTO alerts_to_link VALUES (?, ?)", (version, ids[2]))
+    assert linking.link_new_alerts(conn, version) == 0
+    assert _waiting(conn, version) == [] and _cases(conn, version) == before
+
+
+def test_the_migration_queues_the_alerts_scored_before_it_that_have_no_case(conn):
+    from schemewatch.store import schema
+
+    ids = [row[0] for row in conn.execute("SELECT transaction_id FROM transactions LIMIT 6")]
+    version = "v-before"
+    _flag(conn, version, *ids[:3])
+    linking.link_new_alerts(conn, version)  # these three have cases
+    _flag(conn, version, *ids[3:])  # these three not yet
+    with store.write_transaction(conn):
+        conn.execute("DROP TABLE alerts_to_link")  # as before the migration
+        schema._migration_alerts_to_link(conn)
+    assert _waiting(conn, version) == sorted(ids[3:])
+    linking.link_new_alerts(conn, version)
+    assert sorted(_cases(conn, version)) == sorted(ids)

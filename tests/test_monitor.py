@@ -246,13 +246,15 @@ def _all_scores(db):
 def test_chunked_backfill_scores_like_the_whole_table(
     scored_copy, tmp_path, monkeypatch, engine, request
 ):
-    """Chunks of 7 and 400 rows, with the history tail pruned often, give the same scores."""
+    """Chunks of 7 and 400 rows, with the history tail pruned often, give the same scores
+    (the tail's big frame looked up through its cached id codes, and through Arrow)."""
     db, models = scored_copy
     whole = copy_database(engine, db, tmp_path, request, "whole.db")
     Monitor(whole, models, chunk_size=1_000_000).tick()
     monkeypatch.setattr(history.Tail, "PRUNE_ROWS", 50)
     expected = _all_scores(whole)
-    for chunk_size in (7, 400):
+    for chunk_size, codes_from_rows in ((7, 0), (400, 10**9)):
+        monkeypatch.setattr(history, "KEY_CODES_FROM_ROWS", codes_from_rows)
         copy = copy_database(engine, db, tmp_path, request, f"chunks-{chunk_size}.db")
         chunked = Monitor(copy, models, chunk_size=chunk_size)
         chunked.tick()
@@ -262,6 +264,19 @@ def test_chunked_backfill_scores_like_the_whole_table(
         assert [g[0] for g in got] == [e[0] for e in expected]
         assert [g[2] for g in got] == [e[2] for e in expected]
         assert [g[1] for g in got] == pytest.approx([e[1] for e in expected], rel=1e-5)
+
+
+def test_a_live_monitor_starts_with_its_history_in_one_frame_with_coded_ids(
+    scored_copy, monkeypatch
+):
+    """Coding the tail's ids waits for no live tick: it is done before watching starts."""
+    db, models = scored_copy
+    monkeypatch.setattr(history, "KEY_CODES_FROM_ROWS", 0)
+    assert Monitor(db, models).tick().scored == 6_000  # a backfill; then a live start:
+    live = Monitor(db, models, chunk_size=1_000)
+    assert live.tick().scored == 0  # everything is scored: it only gets ready
+    assert len(live.tail) > 0 and live.tail.parts == []
+    assert set(live.tail.keys.codes) == {"beneficiary_id", "account_id"}
 
 
 def test_live_history_stays_bounded(scored_copy, monkeypatch):

@@ -115,6 +115,7 @@ from schemewatch.store.linking import (  # noqa: F401
     alert_case_members,
     alerts_for_linking,
     assign_alert_cases,
+    forget_linked,
     has_unlinked_alerts,
     linked_alerts_near,
     move_case,

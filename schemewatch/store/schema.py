@@ -537,6 +537,32 @@ def _migration_alert_cases(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
+ALERTS_TO_LINK = "alerts_to_link"
+
+# Alerts stored but not yet placed in a case (schemewatch.linking): an alert is added here in
+# the commit that stores its score, and leaves when linking gives it its case. Linking used to
+# find new alerts by looking up every alert's case: seconds a live tick once a database holds
+# hundreds of thousands of alerts, for a handful of new ones.
+_ALERTS_TO_LINK_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {ALERTS_TO_LINK} (
+    model_version TEXT NOT NULL,
+    transaction_id INTEGER NOT NULL,
+    PRIMARY KEY (model_version, transaction_id)
+) WITHOUT ROWID
+"""
+
+
+def _migration_alerts_to_link(conn: sqlite3.Connection) -> None:
+    conn.execute(_ALERTS_TO_LINK_SCHEMA)
+    conn.execute(
+        f"INSERT INTO {ALERTS_TO_LINK} (model_version, transaction_id) "
+        f"SELECT s.model_version, s.transaction_id FROM {SCORES} s "
+        f"LEFT JOIN {ALERT_CASES} ac ON ac.model_version = s.model_version "
+        "AND ac.transaction_id = s.transaction_id "
+        "WHERE s.is_alert = 1 AND ac.case_id IS NULL"
+    )
+
+
 def _migration_combined_risk(conn: sqlite3.Connection) -> None:
     # The autoencoder's risk combined with the re-ranker learnt from dispositions (0-100), for
     # rows scored by a model version that has a re-ranker; NULL otherwise (and for rows scored
@@ -581,6 +607,7 @@ MIGRATIONS = (
     ("linked alerts grouped into cases", _migration_alert_cases),
     ("combined risk (autoencoder and re-ranker) next to each score", _migration_combined_risk),
     ("ranges claimed by monitor workers", _migration_score_claims),
+    ("alerts waiting to be linked into cases", _migration_alerts_to_link),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # On PostgreSQL (no PRAGMA user_version) the applied migration numbers are kept in this table.

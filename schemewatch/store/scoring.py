@@ -11,6 +11,7 @@ from schemewatch.store import engine
 from schemewatch.store.claims import finish_claim
 from schemewatch.store.rules import insert_rule_hits
 from schemewatch.store.schema import (
+    ALERTS_TO_LINK,
     BENEFICIARIES,
     DAILY_SUMMARY,
     ENROLMENTS,
@@ -291,8 +292,17 @@ def last_transaction_id(conn: sqlite3.Connection) -> int:
 
 
 def insert_scores(conn: sqlite3.Connection, rows) -> None:
-    """Insert score rows (SCORE_COLUMNS order); the primary key refuses a second score."""
+    """Insert score rows (SCORE_COLUMNS order); the primary key refuses a second score.
+
+    The alerts among them wait in ALERTS_TO_LINK until linking gives them a case.
+    """
+    rows = list(rows)
     conn.executemany(_insert_sql(SCORES, SCORE_COLUMNS), rows)
+    version, alert = SCORE_COLUMNS.index("model_version"), SCORE_COLUMNS.index("is_alert")
+    conn.executemany(
+        f"INSERT OR IGNORE INTO {ALERTS_TO_LINK} (model_version, transaction_id) VALUES (?, ?)",
+        [(row[version], row[1]) for row in rows if row[alert]],
+    )
 
 
 def record_scores(conn: sqlite3.Connection, rows, summary, rule_hits=(), claim=None) -> None:

@@ -27,6 +27,7 @@ COPY_ORDER = (
     "scores",
     "daily_summary",
     "alert_cases",
+    "alerts_to_link",
     "score_claims",
     "case_events",
     "rules",
