@@ -9,11 +9,12 @@ from __future__ import annotations
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from schemewatch import generator, store
+from schemewatch import generator, schemes, store
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -237,3 +238,15 @@ def login(username: str, password: str = PASSWORD):
     app.button[0].click()
     app.run()
     return app
+
+
+def today_at_ist(hour: float):
+    """A clock running from the latest `hour` o'clock IST (today's, or yesterday's if today's
+    is still to come), as fast as the real one (agents' counters are closed at night: a feed's
+    payouts depend on the hour)."""
+    started = time.time()
+    ist_midnight = (int(started) + schemes.IST_OFFSET_SECONDS) // schemes.DAY * schemes.DAY
+    at = ist_midnight - schemes.IST_OFFSET_SECONDS + int(hour * 3600)
+    if at > started:
+        at -= schemes.DAY
+    return lambda: at + (time.time() - started)

@@ -15,7 +15,7 @@ import socket
 import sqlite3
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, today_at_ist
 
 from schemewatch import store, users
 from schemewatch.demo import start_dashboard
@@ -203,7 +203,7 @@ def _write_backtest_and_enable_a_rule(page) -> None:
 def _new_payments_and_a_monitor_tick(folder) -> None:
     """New payments arrive (the live feed) and the monitor scores them with the rule on."""
     conn = store.open_database(folder / "transactions.db")
-    LiveFeed(conn, anomaly_rate=0.0, seed=11).tick(60)
+    LiveFeed(conn, anomaly_rate=0.0, seed=11, clock=today_at_ist(11)).tick(60)  # by post by day
     conn.close()
     monitor = Monitor(folder / "transactions.db", folder / "modeling")
     try:

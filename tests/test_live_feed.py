@@ -3,7 +3,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import PYTHON, ROOT
+from conftest import PYTHON, ROOT, today_at_ist
 
 from schemewatch import schemes, store
 from schemewatch.errors import FeedExhausted
@@ -110,14 +110,6 @@ def test_ctrl_c_stops_the_simulator_cleanly(generated_db):
     assert _count(generated_db) > 6_000
 
 
-def _today_at_ist(hour: float):
-    """A clock running from today's `hour` o'clock IST, as fast as the real one."""
-    started = time.time()
-    ist_midnight = (int(started) + schemes.IST_OFFSET_SECONDS) // schemes.DAY * schemes.DAY
-    at = ist_midnight - schemes.IST_OFFSET_SECONDS + int(hour * 3600)
-    return lambda: at + (time.time() - started)
-
-
 def _agent_payouts(conn, first_new) -> int:
     sql = "SELECT COUNT(*) FROM transactions WHERE transaction_id >= ? AND agent_id IS NOT NULL"
     return conn.execute(sql, (first_new,)).fetchone()[0]
@@ -126,7 +118,7 @@ def _agent_payouts(conn, first_new) -> int:
 def test_honest_live_payouts_respect_each_agents_pace(generated_db):
     conn = store.open_database(generated_db)
     first_new = store.next_transaction_id(conn)
-    feed = LiveFeed(conn, anomaly_rate=0.0, seed=6, clock=_today_at_ist(11))
+    feed = LiveFeed(conn, anomaly_rate=0.0, seed=6, clock=today_at_ist(11))
     for _ in range(4):
         feed.tick(250)
     busiest = conn.execute(
@@ -141,10 +133,10 @@ def test_honest_live_payouts_respect_each_agents_pace(generated_db):
 def test_at_night_honest_live_payments_go_to_the_bank_as_counters_are_closed(generated_db):
     conn = store.open_database(generated_db)
     first_new = store.next_transaction_id(conn)
-    LiveFeed(conn, anomaly_rate=0.0, seed=6, clock=_today_at_ist(11)).tick(500)
+    LiveFeed(conn, anomaly_rate=0.0, seed=6, clock=today_at_ist(11)).tick(500)
     assert _agent_payouts(conn, first_new) > 20  # by day, agents pay out
     at_night = store.next_transaction_id(conn)
-    LiveFeed(conn, anomaly_rate=0.0, seed=6, clock=_today_at_ist(23)).tick(500)
+    LiveFeed(conn, anomaly_rate=0.0, seed=6, clock=today_at_ist(23)).tick(500)
     assert store.next_transaction_id(conn) - at_night == 500
     assert _agent_payouts(conn, at_night) == 0
 
