@@ -74,8 +74,7 @@ def load_registry(conn, beneficiary_ids=None) -> features.Registry:
         store.registry_context(conn, beneficiary_ids), columns=list(features.REGISTRY_COLUMNS)
     )
     rights = pd.DataFrame(
-        store.entitlements(conn, beneficiary_ids),
-        columns=["beneficiary_id", "scheme", "entitlement"],
+        store.entitlements(conn, beneficiary_ids), columns=list(store.ENTITLEMENT_COLUMNS)
     )
     return features.build_registry(context, rights)
 

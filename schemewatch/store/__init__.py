@@ -186,6 +186,7 @@ from schemewatch.store.schema import (  # noqa: F401
 )
 from schemewatch.store.scoring import (  # noqa: F401
     BENEFICIARY_RECORD_COLUMNS,
+    ENTITLEMENT_COLUMNS,
     SCORE_COLUMNS,
     SUBPROCESS_READ_ROWS,
     add_to_summary,

@@ -118,7 +118,7 @@ def start_transactions_read(path: Path | str, after_id: int, through_id: int | N
     """Begin reading transactions for scoring; call the result to get the DataFrame."""
     upper = "" if through_id is None else " AND transaction_id <= ?"
     params = (after_id,) if through_id is None else (after_id, through_id)
-    columns = [f"COALESCE({c}, '') AS {c}" if c in _NULLABLE_TEXT else c for c in SCORING_COLUMNS]
+    columns = _select_list(SCORING_COLUMNS, _NULLABLE_TEXT)
     sql = (
         f"SELECT {', '.join(columns)}, state FROM {TRANSACTIONS} "
         f"WHERE transaction_id > ?{upper} ORDER BY transaction_id"
@@ -138,8 +138,13 @@ def start_transactions_read(path: Path | str, after_id: int, through_id: int | N
     return lambda: frame
 
 
-def _with_missing_values(frame):
-    for column in _NULLABLE_TEXT:
+def _select_list(columns, nullable_text) -> list[str]:
+    """The columns to select, nullable text as '' (turned back by _with_missing_values)."""
+    return [f"COALESCE({c}, '') AS {c}" if c in nullable_text else c for c in columns]
+
+
+def _with_missing_values(frame, nullable_text=_NULLABLE_TEXT):
+    for column in nullable_text:
         values = frame[column]
         frame[column] = values.mask(values == "")
     return frame
@@ -229,37 +234,34 @@ def beneficiary_records(conn) -> pd.DataFrame:
     """Every beneficiary's home, death, phone and enrolment (BENEFICIARY_RECORD_COLUMNS; None
     where unknown): what the registry's counts are computed from in one pass, instead of four
     correlated subqueries a beneficiary (registry_context, kept for a few at a time)."""
-    sql = f"SELECT {', '.join(BENEFICIARY_RECORD_COLUMNS)} FROM {BENEFICIARIES}"
-    return _whole_table(conn, sql, BENEFICIARY_RECORD_COLUMNS, _NULLABLE_RECORD_TEXT)
+    return _whole_table(conn, BENEFICIARIES, BENEFICIARY_RECORD_COLUMNS, _NULLABLE_RECORD_TEXT)
 
 
 _NULLABLE_RECORD_TEXT = ("date_of_death", "phone_hash", "enrolled_by", "enrolled_on")
 
 
+ENTITLEMENT_COLUMNS = ("beneficiary_id", "scheme", "entitlement")
+
+
 def all_entitlements(conn) -> pd.DataFrame:
     """(beneficiary_id, scheme, entitlement) of every enrolment, as a DataFrame."""
-    columns = ("beneficiary_id", "scheme", "entitlement")
-    sql = f"SELECT {', '.join(columns)} FROM {ENROLMENTS}"
-    return _whole_table(conn, sql, columns)
+    return _whole_table(conn, ENROLMENTS, ENTITLEMENT_COLUMNS)
 
 
-def _whole_table(conn, sql: str, columns: tuple, nullable_text: tuple = ()) -> pd.DataFrame:
-    """A large read as a DataFrame: through Arrow in a child process when the database is a file
-    or a server (no Python object per value: 2 million beneficiaries read as tuples took 5 s and
-    1.2 GB), else row by row. Nullable text is read as '' and turned back into None, as ADBC
-    infers a column's type from its first rows."""
+def _whole_table(conn, table: str, columns: tuple, nullable_text: tuple = ()) -> pd.DataFrame:
+    """Some columns of every row of a table as a DataFrame: through Arrow in a child process
+    when the database is a file or a server (no Python object per value: 2 million
+    beneficiaries read as tuples took 5 s and 1.2 GB), else row by row. Nullable text is read
+    as '' and turned back into a missing value, as ADBC infers a column's type from its first
+    rows."""
     import pandas as pd
 
     location = location_of(conn)
     if location is None:
+        sql = f"SELECT {', '.join(columns)} FROM {table}"
         return pd.DataFrame([tuple(r) for r in conn.execute(sql)], columns=list(columns))
-    for column in nullable_text:
-        sql = sql.replace(column, f"COALESCE({column}, '') AS {column}", 1)
-    frame = start_read_in_subprocess(location, sql)()
-    for column in nullable_text:
-        values = frame[column]
-        frame[column] = values.mask(values == "")
-    return frame
+    sql = f"SELECT {', '.join(_select_list(columns, nullable_text))} FROM {table}"
+    return _with_missing_values(start_read_in_subprocess(location, sql)(), nullable_text)
 
 
 def location_of(conn):
@@ -270,11 +272,10 @@ def location_of(conn):
     return Path(row[2]) if row is not None and row[2] else None
 
 
-def entitlements(conn: sqlite3.Connection, beneficiary_ids=None) -> list[tuple]:
-    """(beneficiary_id, scheme, entitlement) for all enrolments, or those of some beneficiaries."""
-    sql = f"SELECT beneficiary_id, scheme, entitlement FROM {ENROLMENTS}"
-    if beneficiary_ids is None:
-        return [tuple(r) for r in conn.execute(sql)]
+def entitlements(conn: sqlite3.Connection, beneficiary_ids) -> list[tuple]:
+    """(beneficiary_id, scheme, entitlement) of these beneficiaries' enrolments (all of them:
+    all_entitlements)."""
+    sql = f"SELECT {', '.join(ENTITLEMENT_COLUMNS)} FROM {ENROLMENTS}"
     return rows_by_ids(conn, sql + " WHERE beneficiary_id IN ({marks})", beneficiary_ids)
 
 
@@ -298,10 +299,12 @@ def insert_scores(conn: sqlite3.Connection, rows) -> None:
     """
     rows = list(rows)
     conn.executemany(_insert_sql(SCORES, SCORE_COLUMNS), rows)
-    version, alert = SCORE_COLUMNS.index("model_version"), SCORE_COLUMNS.index("is_alert")
+    version, transaction, alert = (
+        SCORE_COLUMNS.index(c) for c in ("model_version", "transaction_id", "is_alert")
+    )
     conn.executemany(
         f"INSERT OR IGNORE INTO {ALERTS_TO_LINK} (model_version, transaction_id) VALUES (?, ?)",
-        [(row[version], row[1]) for row in rows if row[alert]],
+        [(row[version], row[transaction]) for row in rows if row[alert]],
     )
 
 
