@@ -8,6 +8,7 @@ report, shown in the browser, loads nothing at all. Screenshots go to test-artif
 """
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import sqlite3
 
 import pytest
 from conftest import ROOT, today_at_ist
+from pypdf import PdfReader
 
 from schemewatch import store, users
 from schemewatch.demo import start_dashboard
@@ -99,7 +101,7 @@ def test_auditor_journey_in_a_real_browser(server):
         page.get_by_role("button", name="Login").click()
         expect(page.get_by_text("Amount at risk").first).to_be_visible(timeout=60_000)
         expect(page.locator("[data-testid=stPlotlyChart]")).to_have_count(4, timeout=60_000)
-        expect(page.locator("[data-testid=stDeckGlJsonChart]")).to_have_count(1)
+        expect(page.locator("[data-testid=stDeckGlJsonChart]")).to_have_count(1, timeout=60_000)
         page.wait_for_timeout(2000)
         page.screenshot(path=ARTIFACTS / "02-overview.png", full_page=True)
         shown = int(page.locator("[data-testid=stMetricValue]").first.inner_text().replace(",", ""))
@@ -149,9 +151,9 @@ def test_auditor_journey_in_a_real_browser(server):
     assert "case disposition" in actions and "case note" in actions
     assert {"rule added", "rule backtested", "rule enabled"} <= set(actions)
     reports = conn.execute(
-        "SELECT target FROM audit_log WHERE action = 'download' AND target LIKE 'case %'"
+        "SELECT details FROM audit_log WHERE action = 'download' AND target LIKE 'case %'"
     ).fetchall()
-    assert len(reports) == 1
+    assert sorted(json.loads(details)["format"] for (details,) in reports) == ["html", "pdf"]
 
 
 def _case_report(browser, page, folder, outside) -> None:
@@ -176,6 +178,13 @@ def _case_report(browser, page, folder, outside) -> None:
     viewer.set_content(report)
     viewer.screenshot(path=ARTIFACTS / "06-case-report.png", full_page=True)
     viewer.close()
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_role("button", name="Download the case report (PDF)").click()
+    assert download.value.suggested_filename == f"schemewatch-case-{case_id}.pdf"
+    download.value.save_as(ARTIFACTS / "06-case-report.pdf")
+    pdf = PdfReader(ARTIFACTS / "06-case-report.pdf")
+    text = "".join(page.extract_text() for page in pdf.pages)
+    assert f"Case {case_id}: case report" in text and "Exported by ravi (Ravi Kumar" in text
 
 
 def _write_backtest_and_enable_a_rule(page) -> None:

@@ -574,3 +574,19 @@ def test_claimed_ranges_score_like_the_single_monitor(scored_copy, tmp_path, eng
     assert [g[0] for g in got] == [e[0] for e in expected]
     assert [g[2] for g in got] == [e[2] for e in expected]
     assert [g[1] for g in got] == pytest.approx([e[1] for e in expected], rel=1e-5)
+
+
+def test_a_damaged_stream_from_the_reading_process_is_one_clear_error():
+    import pyarrow as pa
+
+    from schemewatch.errors import DatabaseError
+
+    sink = pa.BufferOutputStream()
+    table = pa.table({"transaction_id": list(range(1000)), "scheme": ["PM_KISAN"] * 1000})
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    whole = sink.getvalue().to_pybytes()
+    assert store.scoring.arrow_stream_table(whole, "x.db").equals(table)
+    for damaged in (whole[: len(whole) // 2], b"\x00" * 16 + whole[16:], b""):
+        with pytest.raises(DatabaseError, match="cannot read x.db: .*run the command again"):
+            store.scoring.arrow_stream_table(damaged, "x.db")

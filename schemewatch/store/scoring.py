@@ -92,15 +92,26 @@ def start_read_in_subprocess(path: Path | str, sql: str, params: tuple = ()):
     child.stdin = None  # so communicate() does not touch it again
 
     def finish():
-        import pyarrow as pa
-
         output, errors = child.communicate()
         if child.returncode != 0:
             last_line = (errors.decode(errors="replace").strip().splitlines() or ["?"])[-1]
             raise DatabaseError(f"cannot read {path}: {last_line}")
-        return pa.ipc.open_stream(output).read_all().to_pandas()
+        return arrow_stream_table(output, path).to_pandas()
 
     return finish
+
+
+def arrow_stream_table(output: bytes, path):
+    """The Arrow table a reading process wrote, or DatabaseError if its output is damaged."""
+    import pyarrow as pa
+
+    try:
+        return pa.ipc.open_stream(output).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DatabaseError(
+            f"cannot read {path}: the reading process's output ({len(output):,} bytes) is "
+            f"not a complete Arrow stream ({exc}); run the command again"
+        ) from exc
 
 
 def transactions_for_scoring(path: Path | str, after_id: int, through_id: int | None = None):

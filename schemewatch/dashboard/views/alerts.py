@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from schemewatch import case_report, reranker, store, triage
+from schemewatch import case_report, case_report_pdf, reranker, store, triage
 from schemewatch.dashboard import auth, data, widgets
 from schemewatch.dashboard.formatting import escape_markdown as md
 from schemewatch.errors import SchemewatchError
@@ -144,29 +144,54 @@ def _case_view(settings, user, case_id: int, members: pd.DataFrame) -> None:
 
 
 def _report_download(settings, user, case_id: int) -> None:
-    """The printable case report (HTML), for roles that may download; built and audited on click."""
+    """The printable case report (HTML and PDF), for roles that may download; built and audited
+    on click."""
     if not user.can("download"):
         st.caption("Supervisors and admins can download a printable report of this case.")
         return
     version = st.session_state["version"]
 
-    def build() -> bytes:
-        # Built when clicked, perhaps long after the page was drawn: check the account as it is now.
-        auth.require_current(settings, user, "download")
-        conn = store.open_database(settings.db_path)
-        try:
-            page, _ = case_report.export(conn, version, case_id, user.username, user.role)
-        finally:
-            conn.close()
-        return page
+    def build(form: str):
+        def report() -> bytes:
+            # Built when clicked, perhaps long after the page was drawn: check the account now.
+            auth.require_current(settings, user, "download")
+            conn = store.open_database(settings.db_path)
+            try:
+                payload, _ = case_report.export(
+                    conn, version, case_id, user.username, user.role, form
+                )
+            finally:
+                conn.close()
+            return payload
 
-    st.download_button(
-        "Download the case report (printable HTML)",
-        data=build,
-        file_name=f"schemewatch-case-{case_id}.html",
-        mime="text/html",
-        key="download_case_report",
-    )
+        return report
+
+    html_column, pdf_column = st.columns(2)
+    for form, label, column in (
+        ("html", "Download the case report (printable HTML)", html_column),
+        ("pdf", "Download the case report (PDF)", pdf_column),
+    ):
+        mime, suffix = case_report.REPORT_FORMATS[form]
+        with column:
+            if form == "pdf" and (missing := _pdf_font_missing()):
+                st.caption(f"No PDF report on this machine: {missing}.")
+                continue
+            st.download_button(
+                label,
+                data=build(form),
+                file_name=f"schemewatch-case-{case_id}.{suffix}",
+                mime=mime,
+                key=f"download_case_report_{form}",
+            )
+
+
+def _pdf_font_missing() -> str | None:
+    """Why a PDF report cannot be made here (no Unicode font), or None when it can."""
+    try:
+        case_report_pdf.report_font()
+    except case_report_pdf.ReportFontMissing as missing:
+        return str(missing)
+    return None
 
 
 def _payments_table(members: pd.DataFrame, sources: dict[int, str]) -> pd.DataFrame:
