@@ -172,6 +172,7 @@ def feed(rate, duration, anomaly_rate, seed, quiet, db_path):
         anomaly_rate=anomaly_rate,
         seed=seed,
         report=report,
+        busy_timeout_ms=settings.busy_timeout_ms,
     )
     click.echo(
         f"Inserted {totals.transactions:,} transactions ({totals.anomalies:,} injected anomalies)."
@@ -367,6 +368,7 @@ def monitor(once, poll, batch_size, claim_rows, claim_seconds, quiet, db_path, m
         poll=poll,
         batch_size=batch_size,
         report=report,
+        busy_timeout_ms=settings.busy_timeout_ms,
         **(
             {"claim_rows": claim_rows, "claim_seconds": claim_seconds}
             if is_postgres_url(settings.db_path)

@@ -9,6 +9,11 @@ class DatabaseError(SchemewatchError):
     """The database is missing, locked, or not a Schemewatch database."""
 
 
+class DatabaseBusy(DatabaseError):
+    """Another connection kept the write lock beyond the busy timeout; nothing was written, and
+    the same write may simply be tried again."""
+
+
 class SchemaVersionError(DatabaseError):
     """The database was written by a newer Schemewatch than this one."""
 

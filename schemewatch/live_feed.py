@@ -57,9 +57,16 @@ class LiveFeed:
     """Pays the current period's instalments of unpaid enrolments, a batch per tick."""
 
     def __init__(
-        self, conn, *, anomaly_rate: float = 0.01, seed: int | None = None, clock=store.now
+        self,
+        conn,
+        *,
+        anomaly_rate: float = 0.01,
+        seed: int | None = None,
+        clock=store.now,
+        on_busy=None,
     ):
         self.conn = conn
+        self.on_busy = on_busy  # hears "busy; trying again" while another process holds the lock
         self.rng = np.random.default_rng(seed)
         self.clock = clock
         self.anomaly_rate = anomaly_rate
@@ -420,7 +427,8 @@ class LiveFeed:
                 self.anomaly_credit -= int((paid.label > 0).sum())
                 parts.append(paid)
         batch = Payments.concat(parts).sorted_by_time()
-        self._write(batch, writes)
+        # Busy past the timeout: the same batch again (the failed try wrote nothing), not lost.
+        store.retry_while_busy(lambda: self._write(batch, writes), self.on_busy)
         self.totals.add(batch)
         return batch
 
@@ -467,10 +475,11 @@ def run(
     seed: int | None = None,
     report=None,
     report_every: float = 5.0,
+    busy_timeout_ms: int = 10_000,
 ) -> FeedTotals:
     """Emit `rate` payments per second until `duration` passes, Ctrl-C, SIGTERM or exhaustion."""
-    conn = store.open_database(db_path)
-    feed = LiveFeed(conn, anomaly_rate=anomaly_rate, seed=seed)
+    conn = store.open_database(db_path, busy_timeout_ms=busy_timeout_ms)
+    feed = LiveFeed(conn, anomaly_rate=anomaly_rate, seed=seed, on_busy=report)
     tick_seconds = max(0.05, min(1.0, 1.0 / rate)) if rate < 20 else 0.1
     started = time.monotonic()
     emitted, last_report = 0, started

@@ -60,12 +60,14 @@ class Monitor:
         *,
         batch_size: int = BACKFILL_BATCH,
         chunk_size: int = history.CHUNK_ROWS,
+        busy_timeout_ms: int = 10_000,
     ):
         self.db_path = store.locate(db_path)
+        self.busy_timeout_ms = busy_timeout_ms
         self.model_dir = Path(model_dir)
         self.batch_size = batch_size
         self.chunk_size = chunk_size
-        self.conn = store.open_database(self.db_path)
+        self.conn = store.open_database(self.db_path, busy_timeout_ms=busy_timeout_ms)
         self.rules = EnabledRules(self.db_path)  # auditors' rules, run on every scored chunk
         self.model: modeling.LoadedModel | None = None
         self.tail = history.Tail()
@@ -97,12 +99,16 @@ class Monitor:
         last = store.last_transaction_id(self.conn)
         if last <= cursor:
             self._get_ready(version, cursor)  # be ready before the first new row arrives
+            # Alerts whose linking a busy database put off wait in the store's queue: link them.
+            linking.link_new_alerts(self.conn, version)
             return TickResult(0, 0, version, 0)
         through = min(last, cursor + self.batch_size)
         # One chunk is scored and written on the writing thread (with its own connection: a
         # connection stays in its thread) while the next chunk's features are computed here.
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writing")
-        connection = writer.submit(store.connect, self.db_path).result()
+        connection = writer.submit(
+            store.connect, self.db_path, busy_timeout_ms=self.busy_timeout_ms
+        ).result()
         try:
             # The first chunk is read in a child (and, for a backfill, the whole registry on the
             # writing thread, SQLite letting go of the interpreter) while the model loads here.
@@ -221,9 +227,16 @@ class ClaimingMonitor(Monitor):
         claim_rows: int = CLAIM_ROWS,
         claim_seconds: float = CLAIM_SECONDS,
         worker: str | None = None,
+        busy_timeout_ms: int = 10_000,
     ):
         claim_rows = min(claim_rows, WRITE_CHUNK)  # one claim, one commit
-        super().__init__(db_path, model_dir, batch_size=claim_rows, chunk_size=claim_rows)
+        super().__init__(
+            db_path,
+            model_dir,
+            batch_size=claim_rows,
+            chunk_size=claim_rows,
+            busy_timeout_ms=busy_timeout_ms,
+        )
         self.claim_rows = claim_rows
         self.claim_seconds = claim_seconds
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
@@ -254,11 +267,13 @@ class ClaimingMonitor(Monitor):
         return store.open_claims(self.conn, version) > 0
 
 
-def new_monitor(db_path, model_dir, *, batch_size: int = BACKFILL_BATCH, **claims) -> Monitor:
+def new_monitor(
+    db_path, model_dir, *, batch_size: int = BACKFILL_BATCH, busy_timeout_ms=10_000, **claims
+) -> Monitor:
     """A claiming worker on PostgreSQL (several may run), the single monitor on SQLite."""
     if store.is_postgres_url(db_path):
-        return ClaimingMonitor(db_path, model_dir, **claims)
-    return Monitor(db_path, model_dir, batch_size=batch_size)
+        return ClaimingMonitor(db_path, model_dir, busy_timeout_ms=busy_timeout_ms, **claims)
+    return Monitor(db_path, model_dir, batch_size=batch_size, busy_timeout_ms=busy_timeout_ms)
 
 
 def _combined_risk(model, matrix: np.ndarray, scores: np.ndarray) -> list:
@@ -342,6 +357,7 @@ def run(
     poll: float,
     batch_size: int = BACKFILL_BATCH,
     report=None,
+    busy_timeout_ms: int = 10_000,
     **claims,
 ) -> int:
     """Score until nothing is pending (--once) or until Ctrl-C / SIGTERM (live).
@@ -349,13 +365,17 @@ def run(
     On PostgreSQL this process is one of any number of workers (`claims`: claim_rows,
     claim_seconds); --once then also waits for ranges other workers hold to be done or expire.
     """
-    monitor = new_monitor(db_path, model_dir, batch_size=batch_size, **claims)
+    monitor = new_monitor(
+        db_path, model_dir, batch_size=batch_size, busy_timeout_ms=busy_timeout_ms, **claims
+    )
     scored_total = 0
     previous = signal.signal(signal.SIGTERM, _stop)
     watching = False
     try:
         while True:
-            result = monitor.tick()
+            # A tick that met a lock held past the timeout committed what it had; the next try
+            # goes on from the stored cursor.
+            result = store.retry_while_busy(monitor.tick, report)
             scored_total += result.scored
             if not once and not watching and result.pending == 0 and report:
                 report("up to date; watching for new transactions")

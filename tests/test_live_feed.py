@@ -211,3 +211,53 @@ def test_two_feeds_enrolling_ghosts_at_once_never_reuse_an_id(generated_db):
     assert orphans == 0
     first, second = (set(feed.world.beneficiary_ids[-5:].tolist()) for feed in feeds)
     assert not first & second
+
+
+def test_a_feed_waits_out_a_database_another_writer_holds_and_writes_the_same_batch(
+    generated_db,
+):
+    import threading
+
+    held, release = threading.Event(), threading.Event()
+
+    def another_writer():  # another process's long write
+        holder = store.connect(generated_db)
+        with store.write_transaction(holder):
+            held.set()
+            release.wait(60)
+        holder.close()
+
+    before = _count(generated_db)
+    heard, counts = [], []
+
+    def on_busy(line):
+        heard.append(line)
+        counts.append(_count(generated_db))
+        release.set()
+
+    conn = store.open_database(generated_db, busy_timeout_ms=200)
+    feed = LiveFeed(conn, seed=8, on_busy=on_busy)
+    writer = threading.Thread(target=another_writer)
+    writer.start()
+    assert held.wait(60)
+    batch = feed.tick(30)
+    writer.join(60)
+    conn.close()
+    assert heard and counts[0] == before  # it waited, and nothing was written meanwhile
+    assert all("busy" in line and "trying again in" in line for line in heard)
+    assert len(batch) >= 30 and _count(generated_db) == before + len(batch)
+
+
+def test_busy_writes_are_tried_again_with_waits_doubling_to_a_limit():
+    from schemewatch.errors import DatabaseBusy
+
+    failures, slept, heard = iter(range(7)), [], []
+
+    def action():
+        if next(failures, None) is not None:
+            raise DatabaseBusy("database is busy or locked (locked)")
+        return "written"
+
+    assert store.retry_while_busy(action, heard.append, slept.append) == "written"
+    assert slept == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    assert heard[0] == "database is busy or locked (locked); trying again in 0.5 s"

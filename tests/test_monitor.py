@@ -590,3 +590,37 @@ def test_a_damaged_stream_from_the_reading_process_is_one_clear_error():
     for damaged in (whole[: len(whole) // 2], b"\x00" * 16 + whole[16:], b""):
         with pytest.raises(DatabaseError, match="cannot read x.db: .*run the command again"):
             store.scoring.arrow_stream_table(damaged, "x.db")
+
+
+def test_a_monitor_waits_out_a_database_another_writer_holds_and_loses_nothing(scored_copy):
+    from schemewatch.live_feed import LiveFeed
+
+    db, models = scored_copy
+    conn = store.open_database(db)
+    LiveFeed(conn, seed=4).tick(200)
+    conn.close()
+    holder = store.connect(db)
+    with store.write_transaction(holder):  # another process's long write, from the start
+        monitor = subprocess.Popen(
+            [PYTHON, "monitor.py", "--once", "--db", str(db), "--model-dir", str(models)],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**ENV, "SCHEMEWATCH_BUSY_TIMEOUT_MS": "300"},
+        )
+        heard = []
+        for line in monitor.stderr:
+            heard.append(line)
+            if "trying again in" in line:
+                break
+    holder.close()
+    out, rest = monitor.communicate(timeout=300)
+    errors = "".join(heard) + rest
+    assert monitor.returncode == 0, errors
+    assert "busy" in errors and "Traceback" not in errors
+    conn = store.connect(db)
+    stored = store.last_transaction_id(conn)
+    conn.close()
+    [(_, count, distinct, _)] = _scores(db)
+    assert count == distinct == stored  # every row scored, once

@@ -179,6 +179,7 @@ from schemewatch.store.schema import (  # noqa: F401
     migrate,
     now,
     open_database,
+    retry_while_busy,
     schema_version,
     table_names,
     utc_iso,

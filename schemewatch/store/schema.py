@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from schemewatch.errors import DatabaseError, SchemaVersionError
+from schemewatch.errors import DatabaseBusy, DatabaseError, SchemaVersionError
 from schemewatch.store import engine
 
 TRANSACTIONS = "transactions"
@@ -733,7 +733,7 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     except engine.busy_errors() as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        raise DatabaseError(f"database is busy or locked ({exc}); try again shortly") from exc
+        raise DatabaseBusy(f"database is busy or locked ({exc}); try again shortly") from exc
     try:
         yield conn
     except BaseException:
@@ -744,7 +744,33 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     except engine.busy_errors() as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        raise DatabaseError(f"could not commit: {exc}") from exc
+        raise DatabaseBusy(
+            f"could not commit, the database is busy ({exc}); nothing was written"
+        ) from exc
+
+
+BUSY_FIRST_WAIT, BUSY_LONGEST_WAIT = 0.5, 10.0  # seconds between tries, doubling
+
+
+def retry_while_busy(action, on_busy=None, sleep=None):
+    """action(), tried again for as long as it fails with DatabaseBusy (which wrote nothing).
+
+    For loops that must not stop because another process held the lock past the busy timeout
+    (the live feed, the live monitor). `on_busy(message)` hears each wait; Ctrl-C and SIGTERM
+    still stop the loop during a wait.
+    """
+    import time
+
+    sleep = sleep or time.sleep
+    wait = BUSY_FIRST_WAIT
+    while True:
+        try:
+            return action()
+        except DatabaseBusy as busy:
+            if on_busy is not None:
+                on_busy(f"{busy}; trying again in {wait:g} s")
+            sleep(wait)
+            wait = min(wait * 2, BUSY_LONGEST_WAIT)
 
 
 def _insert_sql(table: str, columns: tuple[str, ...], verb: str = "INSERT") -> str:
