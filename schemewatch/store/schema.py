@@ -593,6 +593,16 @@ def _migration_score_claims(conn: sqlite3.Connection) -> None:
     conn.execute(_SCORE_CLAIMS_SCHEMA)
 
 
+def _migration_districts_index(conn: sqlite3.Connection) -> None:
+    # The dashboard's district filter lists the (state, district) pairs of the registry: read
+    # from this index a pair at a time (store/dashboard.py) instead of every beneficiary (2.4 s
+    # at 2 million).
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS idx_beneficiaries_state_district "
+        f"ON {BENEFICIARIES}(state, district)"
+    )
+
+
 # Named, ordered migrations; a database records the last one applied in PRAGMA user_version.
 MIGRATIONS = (
     ("initial schema", _migration_initial),
@@ -608,6 +618,7 @@ MIGRATIONS = (
     ("combined risk (autoencoder and re-ranker) next to each score", _migration_combined_risk),
     ("ranges claimed by monitor workers", _migration_score_claims),
     ("alerts waiting to be linked into cases", _migration_alerts_to_link),
+    ("registry's districts read from an index", _migration_districts_index),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # On PostgreSQL (no PRAGMA user_version) the applied migration numbers are kept in this table.
