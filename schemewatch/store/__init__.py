@@ -61,10 +61,13 @@ from schemewatch.store.dashboard import (  # noqa: F401
     iter_dashboard_rows,
     open_case_count,
     replace_status,
+    summary_alerts,
     summary_alerts_by,
     summary_answers,
     summary_daily,
+    summary_hour_weekday,
     summary_kpis,
+    summary_open_case_count,
 )
 from schemewatch.store.engine import (  # noqa: F401
     DatabaseURL,
@@ -143,6 +146,7 @@ from schemewatch.store.schema import (  # noqa: F401
     ACCOUNT_SETTINGS,
     AGENT_COLUMNS,
     ALERT_CASES,
+    ALERT_OVERVIEW,
     AUDIT_COLUMNS,
     AUDIT_LOG,
     BENEFICIARIES,
