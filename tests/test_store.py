@@ -42,6 +42,14 @@ def test_indexes_cover_time_scheme_state_beneficiary_account_agent(tmp_path):
         assert any(column in name for name in indexed), column
 
 
+def test_readers_keep_a_small_page_cache_and_writers_a_large_one(generated_db):
+    reader, writer = store.connect(generated_db, readonly=True), store.connect(generated_db)
+    assert reader.execute("PRAGMA cache_size").fetchone()[0] == -store.READER_CACHE_KIB
+    assert writer.execute("PRAGMA cache_size").fetchone()[0] == -store.WRITER_CACHE_KIB
+    reader.close()
+    writer.close()
+
+
 def test_database_from_newer_schemewatch_is_refused(tmp_path):
     path = tmp_path / "future.db"
     raw = sqlite3.connect(path)

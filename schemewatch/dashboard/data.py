@@ -42,7 +42,8 @@ def reranker_card(model_dir: Path, version: str) -> dict | None:
 
 
 def _summary(filters, version) -> bool:
-    """Use the monitor's daily summary when it can answer (it is small: no full-table scans)."""
+    """Use the monitor's daily summary and alert overview when they can answer (they are small:
+    no full-table scans, no look-ups of every alert's payment)."""
     return version is not None and store.summary_answers(filters)
 
 
@@ -68,13 +69,16 @@ def alerts_by(db_path: Path, filters, version, column: str) -> pd.DataFrame:
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def hour_weekday(db_path: Path, filters, version) -> pd.DataFrame:
-    rows = _read(db_path, store.dashboard_hour_weekday, filters, version)
+    summary = _summary(filters, version)
+    query = store.summary_hour_weekday if summary else store.dashboard_hour_weekday
+    rows = _read(db_path, query, filters, version)
     return pd.DataFrame(rows, columns=["weekday", "hour", "alerts"])
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def alerts(db_path: Path, filters, version, limit: int = 500) -> pd.DataFrame:
-    rows = _read(db_path, store.dashboard_alerts, filters, version, limit)
+    query = store.summary_alerts if _summary(filters, version) else store.dashboard_alerts
+    rows = _read(db_path, query, filters, version, limit)
     return pd.DataFrame(rows, columns=list(store.ALERT_QUEUE_COLUMNS))
 
 

@@ -7,6 +7,7 @@ state, which the `cases` view shows (so dashboard queries join `cases` as before
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 
 from schemewatch.store.integrity import CASE_HISTORY, append_chained
 from schemewatch.store.schema import (
@@ -57,8 +58,12 @@ def case_histories(conn, transaction_ids) -> list[tuple]:
     return [row[1:] for row in sorted(rows)]
 
 
-def scores_with_labels(conn, version: str) -> list[tuple]:
-    """(score, label) per scored row: auditors' dispositions first, else the ground truth."""
+def scores_with_labels(conn, version: str, chunk_rows: int = 100_000) -> Iterator[list[tuple]]:
+    """(score, label) per scored row: auditors' dispositions first, else the ground truth.
+
+    Streamed, chunk_rows at a time: a caller keeps what it needs in arrays, never a Python
+    tuple for each of millions of rows (10 million held at once took 3 GB).
+    """
     sql = (
         "SELECT s.score, CASE WHEN c.disposition = 'confirmed_fraud' THEN 1 "
         "WHEN c.disposition = 'false_positive' THEN 0 "
@@ -67,7 +72,11 @@ def scores_with_labels(conn, version: str) -> list[tuple]:
         f"LEFT JOIN {GROUND_TRUTH} g ON g.transaction_id = s.transaction_id "
         "WHERE s.model_version = ?"
     )
-    return conn.execute(sql, (version,)).fetchall()
+    cursor = conn.cursor()  # on PostgreSQL a server-side cursor: rows arrive as fetched
+    cursor.row_factory = None  # plain tuples
+    cursor.execute(sql, (version,))
+    while chunk := cursor.fetchmany(chunk_rows):
+        yield chunk
 
 
 def auditor_labels(conn) -> list[tuple[int, str]]:

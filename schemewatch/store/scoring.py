@@ -11,6 +11,7 @@ from schemewatch.store import engine
 from schemewatch.store.claims import finish_claim
 from schemewatch.store.rules import insert_rule_hits
 from schemewatch.store.schema import (
+    ALERT_OVERVIEW_FROM_SCORES,
     ALERTS_TO_LINK,
     BENEFICIARIES,
     DAILY_SUMMARY,
@@ -306,16 +307,21 @@ def last_transaction_id(conn: sqlite3.Connection) -> int:
 def insert_scores(conn: sqlite3.Connection, rows) -> None:
     """Insert score rows (SCORE_COLUMNS order); the primary key refuses a second score.
 
-    The alerts among them wait in ALERTS_TO_LINK until linking gives them a case.
+    The alerts among them wait in ALERTS_TO_LINK until linking gives them a case, and join
+    ALERT_OVERVIEW (the overview's alerts with their payments' time, scheme and state).
     """
     rows = list(rows)
     conn.executemany(_insert_sql(SCORES, SCORE_COLUMNS), rows)
     version, transaction, alert = (
         SCORE_COLUMNS.index(c) for c in ("model_version", "transaction_id", "is_alert")
     )
+    alerts = [(row[version], row[transaction]) for row in rows if row[alert]]
     conn.executemany(
         f"INSERT OR IGNORE INTO {ALERTS_TO_LINK} (model_version, transaction_id) VALUES (?, ?)",
-        [(row[version], row[transaction]) for row in rows if row[alert]],
+        alerts,
+    )
+    conn.executemany(
+        f"{ALERT_OVERVIEW_FROM_SCORES} AND s.model_version = ? AND s.transaction_id = ?", alerts
     )
 
 

@@ -28,6 +28,7 @@ COPY_ORDER = (
     "daily_summary",
     "alert_cases",
     "alerts_to_link",
+    "alert_overview",
     "score_claims",
     "case_events",
     "rules",

@@ -109,9 +109,10 @@ def _threshold_curve(db_path, version):
 
     conn = store.connect(db_path, readonly=True)
     try:
-        rows = np.array(store.scores_with_labels(conn, version), dtype=float).reshape(-1, 2)
+        chunks = [np.array(chunk, dtype=float) for chunk in store.scores_with_labels(conn, version)]
     finally:
         conn.close()
+    rows = np.concatenate(chunks) if chunks else np.empty((0, 2))
     return threshold_curve(rows[:, 0], rows[:, 1].astype(bool))
 
 
