@@ -5,6 +5,7 @@ the filters' choices read from indexes; the Model page's scores and labels read 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pytest
@@ -65,6 +66,31 @@ def _assert_the_overview_alerts_equal_the_direct_figures(conn, version: str) -> 
             )
 
 
+def _assert_the_summary_figures_equal_the_direct_ones(conn, version: str) -> None:
+    """KPIs, the daily trend and the by-scheme/by-state bars (every row scored; the summary
+    is by IST day, as the dashboard's date filter is)."""
+
+    def ist_midnight(seconds):
+        return None if seconds is None else (seconds + 19_800) // 86_400 * 86_400 - 19_800
+
+    for filters in _filter_sets(conn):
+        filters = dataclasses.replace(
+            filters, start=ist_midnight(filters.start), end=ist_midnight(filters.end)
+        )
+        summary, direct = (
+            store.summary_kpis(conn, filters, version),
+            store.dashboard_kpis(conn, filters, version),
+        )
+        assert summary["amount_at_risk"] == pytest.approx(direct.pop("amount_at_risk"))
+        assert {k: v for k, v in summary.items() if k != "amount_at_risk"} == direct, filters
+        daily = store.summary_daily(conn, filters, version)
+        assert daily == store.dashboard_daily(conn, filters, version), filters
+        for column in ("scheme", "state"):
+            assert sorted(store.summary_alerts_by(conn, filters, version, column)) == sorted(
+                store.dashboard_alerts_by(conn, filters, version, column)
+            ), filters
+
+
 def _alert_count(conn, version: str) -> int:
     sql = "SELECT COUNT(*) FROM scores WHERE model_version = ? AND is_alert = 1"
     return conn.execute(sql, (version,)).fetchone()[0]
@@ -78,6 +104,7 @@ def test_the_alert_overview_equals_the_direct_figures_as_rows_are_scored_and_tri
         for _ in range(2):  # half the rows, then the rest
             Monitor(db, models, batch_size=3_000).tick()
             _assert_the_overview_alerts_equal_the_direct_figures(conn, version)
+        _assert_the_summary_figures_equal_the_direct_ones(conn, version)
         alerts = conn.execute(
             "SELECT transaction_id FROM alert_overview WHERE model_version = ? "
             "ORDER BY transaction_id",
@@ -159,3 +186,67 @@ def test_scores_and_labels_stream_in_chunks_every_scored_row_once(site, engine):
     rows = [tuple(row) for chunk in chunks for row in chunk]
     assert sorted(rows) == sorted(tuple(row) for row in whole[0])
     assert (len(rows), sum(label for _, label in rows)) == tuple(expected)
+
+
+def test_the_model_pages_curve_from_scores_and_frauds_equals_the_curve_of_every_labelled_row(
+    unscored,
+):
+    import numpy as np
+
+    from schemewatch.evaluation import threshold_curve, threshold_curve_of
+
+    db, models = unscored
+    version = modeling.current_version(models)
+    Monitor(db, models).tick()
+    conn = store.open_database(db)
+    try:
+        scored = conn.execute(
+            "SELECT s.transaction_id, g.transaction_id IS NOT NULL FROM scores s "
+            "LEFT JOIN ground_truth g ON g.transaction_id = s.transaction_id "
+            "ORDER BY s.is_alert DESC, s.score DESC"
+        ).fetchall()
+        labelled = next(t for t, fraud in scored if fraud)
+        unlabelled = next(t for t, fraud in scored if not fraud)
+        # Auditors overrule the ground truth both ways: the labels must follow them.
+        triage.update_case(conn, labelled, "ravi", "supervisor", disposition="false_positive")
+        triage.update_case(conn, unlabelled, "ravi", "supervisor", disposition="confirmed_fraud")
+        every = np.array(
+            [row for chunk in store.scores_with_labels(conn, version) for row in chunk], float
+        )
+        scores = np.array(
+            [row[0] for chunk in store.version_scores(conn, version, chunk_rows=7) for row in chunk]
+        )
+        frauds = np.array(store.fraud_scores(conn, version), float)
+    finally:
+        conn.close()
+    assert sorted(scores) == sorted(every[:, 0])
+    assert sorted(frauds) == sorted(every[every[:, 1] == 1, 0])
+    from_parts = threshold_curve_of(scores, frauds)
+    assert from_parts == threshold_curve(every[:, 0], every[:, 1].astype(bool))
+    assert len(from_parts) == 30 and 0 < from_parts[0][1] < from_parts[-1][1]
+
+
+@pytest.mark.parametrize("rows", [1, 9, 1_000, 20_000])
+def test_the_curve_equals_the_straightforward_count_at_each_threshold(rows):
+    import numpy as np
+
+    from schemewatch.evaluation import threshold_curve
+
+    rng = np.random.default_rng(rows)
+    scores = np.round(rng.lognormal(size=rows), 2)  # many ties
+    labels = rng.random(rows) < 0.05
+    ranked = np.sort(scores)[::-1]
+    expected = []
+    for share in np.geomspace(0.0005, 0.1, 30):
+        threshold = float(ranked[min(int(share * rows), rows - 1)])
+        flagged = scores > threshold
+        hits = int((flagged & labels).sum())
+        expected.append(
+            (
+                threshold,
+                int(flagged.sum()),
+                hits / max(int(flagged.sum()), 1),
+                hits / max(int(labels.sum()), 1),
+            )
+        )
+    assert threshold_curve(scores, labels) == expected

@@ -30,8 +30,10 @@ from schemewatch.store.cases import (  # noqa: F401
     auditor_labels,
     case_histories,
     case_history,
+    fraud_scores,
     get_case,
     scores_with_labels,
+    version_scores,
 )
 from schemewatch.store.claims import (  # noqa: F401
     Claim,

@@ -72,9 +72,35 @@ def scores_with_labels(conn, version: str, chunk_rows: int = 100_000) -> Iterato
         f"LEFT JOIN {GROUND_TRUTH} g ON g.transaction_id = s.transaction_id "
         "WHERE s.model_version = ?"
     )
+    yield from _streamed(conn, sql, (version,), chunk_rows)
+
+
+def version_scores(conn, version: str, chunk_rows: int = 500_000) -> Iterator[list[tuple]]:
+    """(score,) of every row this version scored, streamed: no join, the scores table alone."""
+    sql = f"SELECT score FROM {SCORES} WHERE model_version = ?"
+    yield from _streamed(conn, sql, (version,), chunk_rows)
+
+
+def fraud_scores(conn, version: str) -> list[float]:
+    """The scores of the rows scores_with_labels labels fraud (about 1%), found from the labels'
+    side: ground truth an auditor did not call a false positive, and confirmed frauds."""
+    sql = (
+        f"SELECT s.score FROM {GROUND_TRUTH} g JOIN {SCORES} s "
+        "ON s.model_version = ? AND s.transaction_id = g.transaction_id "
+        f"LEFT JOIN {CASES} c ON c.transaction_id = g.transaction_id "
+        "WHERE c.disposition IS NULL OR c.disposition <> 'false_positive' "
+        f"UNION ALL SELECT s.score FROM {CASES} c JOIN {SCORES} s "
+        "ON s.model_version = ? AND s.transaction_id = c.transaction_id "
+        f"LEFT JOIN {GROUND_TRUTH} g ON g.transaction_id = c.transaction_id "
+        "WHERE c.disposition = 'confirmed_fraud' AND g.transaction_id IS NULL"
+    )
+    return [row[0] for row in conn.execute(sql, (version, version)).fetchall()]
+
+
+def _streamed(conn, sql: str, params: tuple, chunk_rows: int) -> Iterator[list[tuple]]:
     cursor = conn.cursor()  # on PostgreSQL a server-side cursor: rows arrive as fetched
     cursor.row_factory = None  # plain tuples
-    cursor.execute(sql, (version,))
+    cursor.execute(sql, params)
     while chunk := cursor.fetchmany(chunk_rows):
         yield chunk
 

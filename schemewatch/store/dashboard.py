@@ -343,11 +343,17 @@ def _summary_where(filters: DashboardFilters, version: str) -> tuple[str, list]:
     return " WHERE " + " AND ".join(clauses), params
 
 
+def _counted(filters: DashboardFilters) -> str:
+    """The summary column that counts the rows the filters keep: with the status filter on
+    alerts, only alerts are kept (as in the direct queries), else every scored payment."""
+    return "alerts" if filters.status == "alerts" else "transactions"
+
+
 def summary_kpis(conn, filters: DashboardFilters, version: str) -> dict:
     """KPIs from the daily summary; open cases from the alerts (1% of rows) and their cases."""
     where, params = _summary_where(filters, version)
     sql = (
-        "SELECT COALESCE(SUM(transactions), 0), COALESCE(SUM(alerts), 0), "
+        f"SELECT COALESCE(SUM({_counted(filters)}), 0), COALESCE(SUM(alerts), 0), "
         f"COALESCE(SUM(alert_amount), 0) FROM {DAILY_SUMMARY}{where}"
     )
     total, alerts, at_risk = conn.execute(sql, params).fetchone()
@@ -379,8 +385,8 @@ def summary_daily(conn, filters: DashboardFilters, version: str) -> list[tuple]:
     """(day, transactions, alerts) from the daily summary."""
     where, params = _summary_where(filters, version)
     sql = (
-        f"SELECT day, SUM(transactions), SUM(alerts) FROM {DAILY_SUMMARY}{where} "
-        "GROUP BY day ORDER BY day"
+        f"SELECT day, SUM({_counted(filters)}), SUM(alerts) FROM {DAILY_SUMMARY}{where} "
+        f"GROUP BY day HAVING SUM({_counted(filters)}) > 0 ORDER BY day"
     )
     return [tuple(r) for r in conn.execute(sql, params)]
 
@@ -391,8 +397,8 @@ def summary_alerts_by(conn, filters: DashboardFilters, version: str, column: str
         raise ValueError(column)
     where, params = _summary_where(filters, version)
     sql = (
-        f"SELECT {column}, SUM(transactions), SUM(alerts) FROM {DAILY_SUMMARY}{where} "
-        f"GROUP BY {column} ORDER BY 3 DESC"
+        f"SELECT {column}, SUM({_counted(filters)}), SUM(alerts) FROM {DAILY_SUMMARY}{where} "
+        f"GROUP BY {column} HAVING SUM({_counted(filters)}) > 0 ORDER BY 3 DESC"
     )
     return [tuple(r) for r in conn.execute(sql, params)]
 

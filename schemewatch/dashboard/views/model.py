@@ -105,15 +105,19 @@ def model_view() -> None:
 def _threshold_curve(db_path, version):
     import numpy as np
 
-    from schemewatch.evaluation import threshold_curve
+    from schemewatch.evaluation import threshold_curve_of
 
     conn = store.connect(db_path, readonly=True)
-    try:
-        chunks = [np.array(chunk, dtype=float) for chunk in store.scores_with_labels(conn, version)]
+    try:  # the scores alone, into one array, and the frauds' scores from the labels' side
+        chunks = [
+            np.fromiter((row[0] for row in chunk), float, len(chunk))
+            for chunk in store.version_scores(conn, version)
+        ]
+        frauds = store.fraud_scores(conn, version)
     finally:
         conn.close()
-    rows = np.concatenate(chunks) if chunks else np.empty((0, 2))
-    return threshold_curve(rows[:, 0], rows[:, 1].astype(bool))
+    scores = np.concatenate(chunks) if chunks else np.empty(0)
+    return threshold_curve_of(scores, np.asarray(frauds, float))
 
 
 model_view()
