@@ -281,7 +281,7 @@ def payment_rows(world: World, payments: Payments, first_id: int) -> tuple[list,
         payments.paid_at.tolist(),
         payments.latitude.tolist(),
         payments.longitude.tolist(),
-        np.array(world.account_ids)[payments.account].tolist(),
+        [world.account_ids[i] for i in payments.account.tolist()],  # not the whole list as array
         agent_ids[
             np.where(payments.agent == NO_AGENT, len(world.agent_ids), payments.agent)
         ].tolist(),
