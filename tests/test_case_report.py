@@ -34,26 +34,31 @@ def _downloads(db) -> list[tuple]:
         conn.close()
 
 
-def test_the_report_holds_the_payments_links_reasons_and_triage_history(site):
-    db = site_db()
+def _triaged_export(site, form: str, *changes: dict):
+    """The largest case triaged by ravi (each change one case update, in order), exported in
+    `form`: (payload, payment count, the case's queue rows, case id, members, model version)."""
     case_id, members = _largest_case(site)
     version = modeling.current_version(site / "modeling")
-    conn = store.open_database(db)
-    triage.update_linked_case(
-        conn,
-        {m: 0 for m in members},
-        "ravi",
-        "supervisor",
-        claimed_by="ravi",
-        note="Asked the bank for the account opening form.",
-    )
-    triage.update_linked_case(
-        conn, {m: 1 for m in members}, "ravi", "supervisor", disposition="confirmed_fraud"
-    )
-    payload, rows = case_report.export(conn, version, case_id, "ravi", "supervisor")
-    page = payload.decode("utf-8")
+    conn = store.open_database(site_db())
+    for seen, change in enumerate(changes):
+        triage.update_linked_case(
+            conn, dict.fromkeys(members, seen), "ravi", "supervisor", **change
+        )
+    payload, rows = case_report.export(conn, version, case_id, "ravi", "supervisor", form)
     payments = store.dashboard_case_alerts(conn, version, case_id)
     conn.close()
+    return payload, rows, payments, case_id, members, version
+
+
+def test_the_report_holds_the_payments_links_reasons_and_triage_history(site):
+    db = site_db()
+    payload, rows, payments, case_id, members, version = _triaged_export(
+        site,
+        "html",
+        {"claimed_by": "ravi", "note": "Asked the bank for the account opening form."},
+        {"disposition": "confirmed_fraud"},
+    )
+    page = payload.decode("utf-8")
 
     assert rows == len(members)
     for row in payments:
@@ -84,16 +89,10 @@ def _squeezed(text: str) -> str:
 
 def test_the_pdf_report_says_what_the_html_report_says_and_is_audited_as_a_pdf(site):
     db = site_db()
-    case_id, members = _largest_case(site)
-    version = modeling.current_version(site / "modeling")
-    conn = store.open_database(db)
-    triage.update_linked_case(
-        conn, {m: 0 for m in members}, "ravi", "supervisor", disposition="confirmed_fraud",
-        note="Bank confirmed the account was opened by the agent.",
-    )  # fmt: skip
-    payload, rows = case_report.export(conn, version, case_id, "ravi", "supervisor", "pdf")
-    payments = store.dashboard_case_alerts(conn, version, case_id)
-    conn.close()
+    note = "Bank confirmed the account was opened by the agent."
+    payload, rows, payments, case_id, members, version = _triaged_export(
+        site, "pdf", {"disposition": "confirmed_fraud", "note": note}
+    )
 
     assert payload.startswith(b"%PDF-") and rows == len(members)
     text = _pdf_text(payload)
