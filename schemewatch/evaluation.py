@@ -165,17 +165,12 @@ def format_table(report: dict) -> str:
 CURVE_TOP_SHARE = 0.1  # the curve's thresholds lie within the top tenth of the scores
 
 
-def threshold_curve(scores: np.ndarray, labels: np.ndarray, points: int = 30) -> list[tuple]:
-    """(threshold, alerts, precision, recall) over thresholds spread across the top of the range."""
-    scores = np.asarray(scores, float)
-    return threshold_curve_of(scores, scores[np.asarray(labels, bool)], points)
-
-
 def threshold_curve_of(
     scores: np.ndarray, fraud_scores: np.ndarray, points: int = 30
 ) -> list[tuple]:
-    """threshold_curve from every score and the scores of the rows labelled fraud (the Model
-    page at 10 million rows reads the scores alone, and the labels' side for the frauds)."""
+    """(threshold, alerts, precision, recall) over thresholds spread across the top of the
+    range, from every score and the scores of the rows labelled fraud (the Model page at 10
+    million rows reads the scores alone, and the labels' side for the frauds)."""
     total = len(scores)
     if total == 0:
         return []

@@ -168,6 +168,17 @@ def test_filter_choices_are_the_distinct_schemes_states_and_districts(conn, empt
     assert store.filter_options(empty_conn) == {"schemes": [], "states": [], "districts": []}
 
 
+# Each scored row's label as the Model page means it: an auditor's disposition first, else the
+# ground truth (the per-row reference the page's reads are checked against).
+_SCORES_WITH_LABELS = (
+    "SELECT s.score, CASE WHEN c.disposition = 'confirmed_fraud' THEN 1 "
+    "WHEN c.disposition = 'false_positive' THEN 0 "
+    "WHEN g.transaction_id IS NOT NULL THEN 1 ELSE 0 END "
+    "FROM scores s LEFT JOIN cases c ON c.transaction_id = s.transaction_id "
+    "LEFT JOIN ground_truth g ON g.transaction_id = s.transaction_id WHERE s.model_version = ?"
+)
+
+
 def test_scores_and_labels_stream_in_chunks_every_scored_row_once(site, engine):
     from conftest import site_db
 
@@ -179,13 +190,14 @@ def test_scores_and_labels_stream_in_chunks_every_scored_row_once(site, engine):
         "WHERE s.model_version = ?",
         (version,),
     ).fetchone()
-    whole = list(store.scores_with_labels(conn, version))
-    chunks = list(store.scores_with_labels(conn, version, chunk_rows=7))
+    whole = list(store.version_scores(conn, version))
+    chunks = list(store.version_scores(conn, version, chunk_rows=7))
+    frauds = store.fraud_scores(conn, version)
     conn.close()
     assert len(whole) == 1 and {len(chunk) for chunk in chunks[:-1]} == {7}
     rows = [tuple(row) for chunk in chunks for row in chunk]
     assert sorted(rows) == sorted(tuple(row) for row in whole[0])
-    assert (len(rows), sum(label for _, label in rows)) == tuple(expected)
+    assert (len(rows), len(frauds)) == tuple(expected)
 
 
 def test_the_model_pages_curve_from_scores_and_frauds_equals_the_curve_of_every_labelled_row(
@@ -193,7 +205,7 @@ def test_the_model_pages_curve_from_scores_and_frauds_equals_the_curve_of_every_
 ):
     import numpy as np
 
-    from schemewatch.evaluation import threshold_curve, threshold_curve_of
+    from schemewatch.evaluation import threshold_curve_of
 
     db, models = unscored
     version = modeling.current_version(models)
@@ -210,9 +222,7 @@ def test_the_model_pages_curve_from_scores_and_frauds_equals_the_curve_of_every_
         # Auditors overrule the ground truth both ways: the labels must follow them.
         triage.update_case(conn, labelled, "ravi", "supervisor", disposition="false_positive")
         triage.update_case(conn, unlabelled, "ravi", "supervisor", disposition="confirmed_fraud")
-        every = np.array(
-            [row for chunk in store.scores_with_labels(conn, version) for row in chunk], float
-        )
+        every = np.array(conn.execute(_SCORES_WITH_LABELS, (version,)).fetchall(), float)
         scores = np.array(
             [row[0] for chunk in store.version_scores(conn, version, chunk_rows=7) for row in chunk]
         )
@@ -222,7 +232,7 @@ def test_the_model_pages_curve_from_scores_and_frauds_equals_the_curve_of_every_
     assert sorted(scores) == sorted(every[:, 0])
     assert sorted(frauds) == sorted(every[every[:, 1] == 1, 0])
     from_parts = threshold_curve_of(scores, frauds)
-    assert from_parts == threshold_curve(every[:, 0], every[:, 1].astype(bool))
+    assert from_parts == threshold_curve_of(every[:, 0], every[every[:, 1] == 1, 0])
     assert len(from_parts) == 30 and 0 < from_parts[0][1] < from_parts[-1][1]
 
 
@@ -230,7 +240,7 @@ def test_the_model_pages_curve_from_scores_and_frauds_equals_the_curve_of_every_
 def test_the_curve_equals_the_straightforward_count_at_each_threshold(rows):
     import numpy as np
 
-    from schemewatch.evaluation import threshold_curve
+    from schemewatch.evaluation import threshold_curve_of
 
     rng = np.random.default_rng(rows)
     scores = np.round(rng.lognormal(size=rows), 2)  # many ties
@@ -249,4 +259,4 @@ def test_the_curve_equals_the_straightforward_count_at_each_threshold(rows):
                 hits / max(int(labels.sum()), 1),
             )
         )
-    assert threshold_curve(scores, labels) == expected
+    assert threshold_curve_of(scores, scores[labels]) == expected

@@ -32,7 +32,6 @@ from schemewatch.store.cases import (  # noqa: F401
     case_history,
     fraud_scores,
     get_case,
-    scores_with_labels,
     version_scores,
 )
 from schemewatch.store.claims import (  # noqa: F401

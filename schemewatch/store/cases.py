@@ -58,23 +58,6 @@ def case_histories(conn, transaction_ids) -> list[tuple]:
     return [row[1:] for row in sorted(rows)]
 
 
-def scores_with_labels(conn, version: str, chunk_rows: int = 100_000) -> Iterator[list[tuple]]:
-    """(score, label) per scored row: auditors' dispositions first, else the ground truth.
-
-    Streamed, chunk_rows at a time: a caller keeps what it needs in arrays, never a Python
-    tuple for each of millions of rows (10 million held at once took 3 GB).
-    """
-    sql = (
-        "SELECT s.score, CASE WHEN c.disposition = 'confirmed_fraud' THEN 1 "
-        "WHEN c.disposition = 'false_positive' THEN 0 "
-        "WHEN g.transaction_id IS NOT NULL THEN 1 ELSE 0 END "
-        f"FROM {SCORES} s LEFT JOIN {CASES} c ON c.transaction_id = s.transaction_id "
-        f"LEFT JOIN {GROUND_TRUTH} g ON g.transaction_id = s.transaction_id "
-        "WHERE s.model_version = ?"
-    )
-    yield from _streamed(conn, sql, (version,), chunk_rows)
-
-
 def version_scores(conn, version: str, chunk_rows: int = 500_000) -> Iterator[list[tuple]]:
     """(score,) of every row this version scored, streamed: no join, the scores table alone."""
     sql = f"SELECT score FROM {SCORES} WHERE model_version = ?"
@@ -82,8 +65,8 @@ def version_scores(conn, version: str, chunk_rows: int = 500_000) -> Iterator[li
 
 
 def fraud_scores(conn, version: str) -> list[float]:
-    """The scores of the rows scores_with_labels labels fraud (about 1%), found from the labels'
-    side: ground truth an auditor did not call a false positive, and confirmed frauds."""
+    """The scores of the rows labelled fraud (about 1%), found from the labels' side: an
+    auditor's disposition first (confirmed fraud or false positive), else the ground truth."""
     sql = (
         f"SELECT s.score FROM {GROUND_TRUTH} g JOIN {SCORES} s "
         "ON s.model_version = ? AND s.transaction_id = g.transaction_id "
