@@ -58,14 +58,100 @@ def give_back_freed_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
-def _period_keys(rows: pd.DataFrame) -> np.ndarray:
-    """A 64-bit hash of each row's (beneficiary, scheme, instalment period)."""
-    hashed = [
-        pd.util.hash_pandas_object(rows[column], index=False).to_numpy()
-        for column in ("beneficiary_id", "scheme", "instalment_period")
-    ]
+# 64-bit hashes of id text: the tail keeps them beside its rows, so finding a batch's history and
+# pruning compare integers, not strings (at 10 million rows the string comparisons cost more than
+# the features). Grouping by hash is checked against the text before anything is dropped.
+_STEP = np.uint64(0x100000001B3)  # the polynomial's base (odd)
+_MISSING = np.uint64(0x5555)  # the hash of a missing value
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """Spread a 64-bit value's bits over all of it (splitmix64's finaliser)."""
     with np.errstate(over="ignore"):
-        return hashed[0] * np.uint64(0x9E3779B97F4A7C15) ^ hashed[1] * np.uint64(31) ^ hashed[2]
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _strings(column: pd.Series) -> pa.LargeStringArray:
+    """A text column as one Arrow array (taking rows from one array is much faster than from
+    the chunks a concatenated frame holds)."""
+    array = pa.array(column, type=pa.large_string(), from_pandas=True)
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
+def _merged(sorted_unique: np.ndarray, more: np.ndarray) -> np.ndarray:
+    """The sorted union of a sorted array of distinct values and some more values."""
+    more = np.unique(more)
+    found = np.searchsorted(sorted_unique, more)
+    present = found < len(sorted_unique)
+    present[present] = sorted_unique[found[present]] == more[present]
+    return np.insert(sorted_unique, found[~present], more[~present])
+
+
+def id_hashes(column: pd.Series) -> np.ndarray:
+    """A 64-bit hash of each value of a text column (missing values all hash alike).
+
+    Computed on Arrow's buffers with numpy (pandas' own hashing turns every value into a Python
+    string first: about ten times slower). Equal text, equal hash; different text may collide.
+    """
+    array = _strings(column)
+    if not len(array):
+        return np.zeros(0, np.uint64)
+    _, offsets_buffer, data_buffer = array.buffers()
+    offsets = np.frombuffer(offsets_buffer, np.int64)[array.offset : array.offset + len(array) + 1]
+    lengths = np.diff(offsets)
+    starts = offsets[:-1] - offsets[0]
+    sums = np.zeros(len(array), np.uint64)
+    filled = lengths > 0
+    if filled.any():
+        data = np.frombuffer(data_buffer, np.uint8)[offsets[0] : offsets[-1]]
+        with np.errstate(over="ignore"):
+            powers = np.cumprod(
+                np.r_[np.uint64(1), np.full(int(lengths.max()) - 1, _STEP)], dtype=np.uint64
+            )
+            position = np.arange(len(data)) - np.repeat(starts, lengths)
+            terms = data.astype(np.uint64) * powers[position]
+            sums[filled] = np.add.reduceat(terms, starts[filled])
+    with np.errstate(over="ignore"):
+        hashes = _mix(sums ^ lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    if array.null_count:
+        hashes[~np.asarray(array.is_valid())] = _MISSING
+    return hashes
+
+
+def _pair(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return _mix(first * np.uint64(0x9E3779B97F4A7C15) ^ second)
+
+
+_HASHED = {"beneficiary": "beneficiary_id", "account": "account_id", "agent": "agent_id"}
+
+
+class _Hashes:
+    """The hashes of one frame's ids (beneficiary, account, agent) and of (beneficiary, scheme)."""
+
+    def __init__(self, frame: pd.DataFrame):
+        for name, column in _HASHED.items():
+            setattr(self, name, id_hashes(frame[column]))
+        self.scheme = _pair(self.beneficiary, id_hashes(frame["scheme"]))
+
+    @classmethod
+    def joined(cls, parts: list[_Hashes]) -> _Hashes:
+        joined = cls.__new__(cls)
+        for name in (*_HASHED, "scheme"):
+            setattr(joined, name, np.concatenate([getattr(part, name) for part in parts]))
+        return joined
+
+    def take(self, keep: np.ndarray) -> _Hashes:
+        taken = _Hashes.__new__(_Hashes)
+        for name in (*_HASHED, "scheme"):
+            setattr(taken, name, getattr(self, name)[keep])
+        return taken
+
+    def period_keys(self, frame: pd.DataFrame) -> np.ndarray:
+        """Of each row's (beneficiary, scheme, instalment period)."""
+        return _pair(self.scheme, id_hashes(frame["instalment_period"]))
 
 
 class Tail:
@@ -74,93 +160,85 @@ class Tail:
     Every row paid on or after `horizon` (the newest payment seen, less the longest window and a
     day of slack) stays. Of older rows only what the features need per key stays: each
     beneficiary's latest payment of each scheme (days since the last payment, distance from the
-    usual payout places)
-    and one payment per (account, beneficiary) (distinct beneficiaries on an account, counted
-    over all time). So its size follows the population and one window of payments, not the rows
-    stored. Of the rows dropped, only a 64-bit hash of their (beneficiary, scheme, period) is
-    kept (8 bytes a row), because the period features count every earlier payment of a period.
+    usual payout places) and the latest payment per (account, beneficiary) (distinct
+    beneficiaries on an account, counted over all time; paid into a new account); mostly the same
+    rows. So its size follows the population and one window of payments, not the rows stored. Of
+    the rows dropped, only a 64-bit hash of their (beneficiary, scheme, period) is kept (8 bytes a
+    row), because the period features count every earlier payment of a period.
+
+    Beside each row it keeps 64-bit hashes of its ids: finding a batch's history compares
+    integers (a hash collision only brings rows no window uses), and pruning groups by hash after
+    checking the groups against the text (with a collision it groups by the text itself).
 
     A row the tail cannot serve exactly (paid before `horizon` plus the window, or of a period
     with a dropped payment) is marked `late`; its history then comes from the store. A hash
-    collision only costs a needless read.
+    collision there only costs a needless read.
     """
 
-    PRUNE_ROWS = 1_000_000  # prune after this many new rows (pruning scans the whole tail)
+    PRUNE_ROWS = 250_000  # prune after this many new rows (pruning goes over the whole tail)
 
     def __init__(self):
-        self.frame: pd.DataFrame | None = None
-        self.parts: list[pd.DataFrame] = []
+        self.parts: list[tuple[pd.DataFrame, _Hashes]] = []
         self.horizon = -np.inf
         self.newest = -np.inf
         self.added = 0
         self.dropped_periods = np.zeros(0, np.uint64)  # sorted, unique
-        self.keys = _KeyCodes()  # the big frame's ids as integer codes, until it changes
+        self._last: tuple[pd.DataFrame, _Hashes] | None = None  # the last batch asked about
 
     def __len__(self) -> int:
-        return sum(len(part) for part in self._all())
+        return sum(len(frame) for frame, _ in self.parts)
 
-    def _all(self) -> list[pd.DataFrame]:
-        return ([self.frame] if self.frame is not None else []) + self.parts
+    @property
+    def frames(self) -> list[pd.DataFrame]:
+        return [frame for frame, _ in self.parts]
+
+    def _hashes(self, batch: pd.DataFrame) -> _Hashes:
+        """The batch's hashes, computed once for the batch asked about and then added."""
+        if self._last is None or self._last[0] is not batch:
+            self._last = (batch, _Hashes(batch))
+        return self._last[1]
 
     def add(self, rows: pd.DataFrame) -> None:
         """Remember scored rows; prune once enough have been added."""
         if not len(rows):
             return
-        self.parts.append(rows)
+        self.parts.append((rows, self._hashes(rows)))
+        self._last = None
         self.newest = max(self.newest, float(rows["paid_at"].max()))
         self.added += len(rows)
         if self.added >= self.PRUNE_ROWS:
             self.prune()
-        elif len(self.parts) > 8:  # many small live batches: one part, the big frame untouched
-            self.parts = [pd.concat(self.parts, ignore_index=True)]
-
-    def _merge(self) -> None:
-        frames = self._all()
-        self.frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        self.parts = []
-        self.keys = _KeyCodes()
+        elif len(self.parts) > 9:  # many small live batches: one part, the big frame untouched
+            self.parts = [self.parts[0], _joined(self.parts[1:])]
 
     def prune(self) -> None:
         """Drop what no later row (paid after the horizon) can need."""
-        self._merge()
         self.added = 0
-        if self.frame is None:
+        if not self.parts:
             return
+        frame, hashes = _joined(self.parts)
         horizon = max(self.horizon, self.newest - LONGEST_WINDOW - DISORDER_SLACK)
-        frame = self.frame
         paid_at = frame["paid_at"].to_numpy()
-        old = paid_at < horizon
-        keep = ~old
-        older = frame[old]
-        time_order = np.lexsort((older["transaction_id"].to_numpy(), older["paid_at"].to_numpy()))
-        older = older.iloc[time_order]
-        # The latest of each scheme: distance from habit also looks at the same scheme's last.
-        latest = ~older.duplicated(["beneficiary_id", "scheme"], keep="last").to_numpy()
-        first_on_account = ~older.duplicated(["account_id", "beneficiary_id"]).to_numpy()
-        kept_older = older.index.to_numpy()[latest | first_on_account]
-        keep[kept_older] = True
-        dropped = _period_keys(frame[~keep])
-        self.dropped_periods = np.union1d(self.dropped_periods, dropped)
-        self.frame = frame[keep].reset_index(drop=True)
-        self.keys = _KeyCodes()
+        older = np.flatnonzero(paid_at < horizon)
+        older = older[np.lexsort((frame["transaction_id"].to_numpy()[older], paid_at[older]))]
+        keep = paid_at >= horizon
+        keep[older[_latest_of_each(frame, hashes, older)]] = True
+        self.dropped_periods = _merged(
+            self.dropped_periods, hashes.take(~keep).period_keys(frame[~keep])
+        )
+        self.parts = [(frame[keep].reset_index(drop=True), hashes.take(keep))]
         self.horizon = horizon
 
     def settle(self) -> None:
-        """Prune into one frame and code its ids now, before live ticks ask (coding a tail of
-        millions of rows takes seconds: the first live tick waited for it)."""
-        if not self._all():
-            return
+        """Prune into one frame now, before live ticks ask."""
         self.prune()
-        if self.frame is not None and len(self.frame) >= KEY_CODES_FROM_ROWS:
-            for column in ("beneficiary_id", "account_id"):
-                self.keys.code(self.frame, column)
 
     def late(self, batch: pd.DataFrame) -> np.ndarray:
         """Batch rows whose windows reach rows the tail may have dropped."""
         paid_at = batch["paid_at"].to_numpy()
         late = paid_at < self.horizon + LONGEST_WINDOW
         if len(self.dropped_periods):
-            keys = _period_keys(batch)
+            keys = self._hashes(batch).period_keys(batch)
             found = np.searchsorted(self.dropped_periods, keys)
             found = np.minimum(found, len(self.dropped_periods) - 1)
             late |= self.dropped_periods[found] == keys
@@ -172,75 +250,80 @@ class Tail:
         A superset of what features.history_needed would pick (the tail already holds only what
         the windows need), and rows a window does not reach do not change the batch's values.
         """
-        agents = _value_set(batch["agent_id"])
+        asked = self._hashes(batch)
+        agents = _known(asked.agent)
         agent_since = int(batch["paid_at"].min()) - AGENT_REACH
         # The agents' recent payouts carry values of their own beneficiaries' histories (distance
         # from habit uses the previous payout), so those beneficiaries' rows come along too.
-        people = batch["beneficiary_id"]
-        for part in self._all():
-            recent = part["paid_at"].to_numpy() >= agent_since
-            if recent.any():
-                payouts = part[recent]
-                people = pd.concat(
-                    [people, payouts["beneficiary_id"][_isin(payouts["agent_id"], agents)]]
-                )
-        people = _value_set(people)
-        accounts = _value_set(batch["account_id"])
+        people = [asked.beneficiary]
+        recent = [frame["paid_at"].to_numpy() >= agent_since for frame, _ in self.parts]
+        for (_, hashes), near_now in zip(self.parts, recent, strict=True):
+            if near_now.any():
+                by_agent = near_now & _isin(hashes.agent, agents)
+                people.append(hashes.beneficiary[by_agent])
+        people = _known(np.concatenate(people))
+        accounts = _known(asked.account)
         found = []
-        for part in self._all():
-            near = self._isin(part, "beneficiary_id", people) | self._isin(
-                part, "account_id", accounts
-            )
-            recent = part["paid_at"].to_numpy() >= agent_since
-            if recent.any():
-                near |= recent & _isin(part["agent_id"], agents)
+        for (frame, hashes), near_now in zip(self.parts, recent, strict=True):
+            near = _isin(hashes.beneficiary, people) | _isin(hashes.account, accounts)
+            if near_now.any():
+                near |= near_now & _isin(hashes.agent, agents)
             if near.any():
-                found.append(part[near])
+                found.append(frame[near])
         if not found:
             return None
         return pd.concat(found, ignore_index=True) if len(found) > 1 else found[0]
 
-    def _isin(self, part: pd.DataFrame, column: str, values: pa.Array) -> np.ndarray:
-        """part[column].isin(values): for the big frame through its cached codes (a live tick
-        asks about a few hundred ids; comparing them with every string of a tail of millions
-        took most of a tick at 10 million rows), else through Arrow."""
-        if part is self.frame and len(part) >= KEY_CODES_FROM_ROWS:
-            return self.keys.isin(part, column, values)
-        return _isin(part[column], values)
+
+def _joined(parts: list[tuple[pd.DataFrame, _Hashes]]) -> tuple[pd.DataFrame, _Hashes]:
+    if len(parts) == 1:
+        return parts[0]
+    frame = pd.concat([frame for frame, _ in parts], ignore_index=True)
+    return frame, _Hashes.joined([hashes for _, hashes in parts])
 
 
-KEY_CODES_FROM_ROWS = 100_000  # smaller parts are compared directly
+def _latest_of_each(frame: pd.DataFrame, hashes: _Hashes, older: np.ndarray) -> np.ndarray:
+    """Of the rows `older` (positions in frame, in time order): which are the latest of their
+    (beneficiary, scheme) or of their (account, beneficiary)."""
+    groups = (
+        (hashes.scheme[older], ("beneficiary_id", "scheme")),
+        (_pair(hashes.account, hashes.beneficiary)[older], ("account_id", "beneficiary_id")),
+    )
+    latest = np.zeros(len(older), bool)
+    for keys, columns in groups:
+        if _hashes_split_some_group(frame, older, keys, columns):
+            last = ~frame.iloc[older].duplicated(list(columns), keep="last").to_numpy()
+        else:
+            last = ~pd.Series(keys).duplicated(keep="last").to_numpy()
+        latest |= last
+    return latest
 
 
-class _KeyCodes:
-    """One frame's id columns as integer codes (computed on first use): membership of a few
-    values is then a lookup of their codes and one pass over integers."""
-
-    def __init__(self):
-        self.codes: dict[str, tuple[np.ndarray, pd.Index]] = {}
-
-    def code(self, frame: pd.DataFrame, column: str) -> tuple[np.ndarray, pd.Index]:
-        if column not in self.codes:
-            codes, uniques = pd.factorize(frame[column], use_na_sentinel=True)
-            self.codes[column] = (codes, pd.Index(uniques))
-        return self.codes[column]
-
-    def isin(self, frame: pd.DataFrame, column: str, values: pa.Array) -> np.ndarray:
-        codes, uniques = self.code(frame, column)
-        wanted = np.zeros(len(uniques) + 1, bool)  # the last one stands for a missing value
-        found = uniques.get_indexer(values.to_pandas())
-        wanted[found[found >= 0]] = True
-        return wanted[codes]
+def _hashes_split_some_group(frame: pd.DataFrame, rows: np.ndarray, keys: np.ndarray, columns):
+    """Whether two of the rows (positions in frame) with the same key differ in `columns` (a
+    hash collision)."""
+    order = np.argsort(keys, kind="stable")
+    same = np.flatnonzero(keys[order][1:] == keys[order][:-1])
+    if not len(same):
+        return False
+    this, previous = rows[order[same + 1]], rows[order[same]]
+    for column in columns:
+        values = _strings(frame[column])
+        equal = pc.equal(values.take(this), values.take(previous))
+        both_missing = pc.and_(pc.is_null(values.take(this)), pc.is_null(values.take(previous)))
+        if not pc.all(pc.or_(pc.fill_null(equal, False), both_missing)).as_py():
+            return True
+    return False
 
 
-def _value_set(column: pd.Series) -> pa.Array:
-    return pa.array(column.dropna().unique(), type=pa.string())
+def _known(hashes: np.ndarray) -> np.ndarray:
+    """The distinct hashes of values that are present."""
+    hashes = pd.unique(hashes)
+    return hashes[hashes != _MISSING]
 
 
-def _isin(column: pd.Series, values: pa.Array) -> np.ndarray:
-    """column.isin(values), through Arrow (pandas' isin on Arrow strings loops in Python)."""
-    found = pc.is_in(pa.array(column, type=pa.string(), from_pandas=True), value_set=values)
-    return pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+def _isin(hashes: np.ndarray, values: np.ndarray) -> np.ndarray:
+    return pd.Series(hashes, copy=False).isin(values).to_numpy()
 
 
 def read_chunks(db_path: Path, after_id: int, through_id: int, size: int):

@@ -246,15 +246,17 @@ def _all_scores(db):
 def test_chunked_backfill_scores_like_the_whole_table(
     scored_copy, tmp_path, monkeypatch, engine, request
 ):
-    """Chunks of 7 and 400 rows, with the history tail pruned often, give the same scores
-    (the tail's big frame looked up through its cached id codes, and through Arrow)."""
+    """Chunks of 7 and 400 rows, with the history tail pruned often, give the same scores; also
+    when every id's hash collides with others' (the tail then finds more rows than the windows
+    need, and prunes by the text itself)."""
     db, models = scored_copy
     whole = copy_database(engine, db, tmp_path, request, "whole.db")
     Monitor(whole, models, chunk_size=1_000_000).tick()
     monkeypatch.setattr(history.Tail, "PRUNE_ROWS", 50)
     expected = _all_scores(whole)
-    for chunk_size, codes_from_rows in ((7, 0), (400, 10**9)):
-        monkeypatch.setattr(history, "KEY_CODES_FROM_ROWS", codes_from_rows)
+    real_hashes = history.id_hashes
+    for chunk_size, hashes in ((7, real_hashes), (400, _colliding(real_hashes))):
+        monkeypatch.setattr(history, "id_hashes", hashes)
         copy = copy_database(engine, db, tmp_path, request, f"chunks-{chunk_size}.db")
         chunked = Monitor(copy, models, chunk_size=chunk_size)
         chunked.tick()
@@ -266,17 +268,44 @@ def test_chunked_backfill_scores_like_the_whole_table(
         assert [g[1] for g in got] == pytest.approx([e[1] for e in expected], rel=1e-5)
 
 
-def test_a_live_monitor_starts_with_its_history_in_one_frame_with_coded_ids(
-    scored_copy, monkeypatch
-):
-    """Coding the tail's ids waits for no live tick: it is done before watching starts."""
+def _colliding(hashes):
+    """Hashes with 16 values only: most ids share theirs with others."""
+    return lambda column: hashes(column) % np.uint64(16)
+
+
+def test_hash_collisions_are_found_before_pruning():
+    """Rows of two beneficiaries whose ids hash alike are not taken for one group."""
+    rows = pd.DataFrame(
+        {
+            "transaction_id": [1, 2],
+            "beneficiary_id": ["B1", "B2"],
+            "scheme": ["PM_KISAN", "PM_KISAN"],
+            "account_id": ["A1", "A1"],
+        }
+    )
+    keys = np.array([7, 7], np.uint64)
+    positions = np.arange(2)
+    assert history._hashes_split_some_group(rows, positions, keys, ("beneficiary_id", "scheme"))
+    rows["beneficiary_id"] = "B1"
+    assert not history._hashes_split_some_group(rows, positions, keys, ("beneficiary_id", "scheme"))
+
+
+def test_id_hashes_are_equal_for_equal_text_wherever_it_sits():
+    """The same id hashes alike in frames of different make-up (sliced, concatenated, missing)."""
+    first = pd.Series(["B0001", None, "", "B0002", "महेश"], dtype="str")
+    second = pd.concat([pd.Series(["x"], dtype="str"), first.iloc[::-1]], ignore_index=True)
+    a, b = history.id_hashes(first), history.id_hashes(second.iloc[1:])
+    np.testing.assert_array_equal(a, b[::-1])
+    assert len(set(a.tolist())) == 5  # missing, empty and each id apart
+
+
+def test_a_live_monitor_starts_with_its_history_in_one_frame(scored_copy):
+    """The tail is pruned into one frame (ids hashed) before watching starts."""
     db, models = scored_copy
-    monkeypatch.setattr(history, "KEY_CODES_FROM_ROWS", 0)
     assert Monitor(db, models).tick().scored == 6_000  # a backfill; then a live start:
     live = Monitor(db, models, chunk_size=1_000)
     assert live.tick().scored == 0  # everything is scored: it only gets ready
-    assert len(live.tail) > 0 and live.tail.parts == []
-    assert set(live.tail.keys.codes) == {"beneficiary_id", "account_id"}
+    assert len(live.tail) > 0 and len(live.tail.parts) == 1
 
 
 def test_live_history_stays_bounded(scored_copy, monkeypatch):
@@ -288,7 +317,7 @@ def test_live_history_stays_bounded(scored_copy, monkeypatch):
         pass
     tail = live.tail
     tail.prune()
-    kept = pd.concat(tail._all())
+    kept = pd.concat(tail.frames)
     assert len(kept) < 6_000
     older = kept[kept["paid_at"] < tail.horizon]
     # Before the horizon: only each beneficiary's latest payment of each scheme and one per
