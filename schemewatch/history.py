@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from schemewatch import features, store
 from schemewatch.schemes import DAY
@@ -95,6 +94,18 @@ def id_hashes(column: pd.Series) -> np.ndarray:
     Computed on Arrow's buffers with numpy (pandas' own hashing turns every value into a Python
     string first: about ten times slower). Equal text, equal hash; different text may collide.
     """
+    return _polynomial_hashes(column, _STEP, np.uint64(0x9E3779B97F4A7C15))
+
+
+def check_hashes(column: pd.Series) -> np.ndarray:
+    """A second, independent 64-bit hash: two ids with equal `id_hashes` but different check
+    hashes collided; ids equal in both are taken as equal (about one chance in 10^25 otherwise
+    among ten million ids, far below a memory error)."""
+    return _polynomial_hashes(column, np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
+
+
+def _polynomial_hashes(column: pd.Series, step: np.uint64, salt: np.uint64) -> np.ndarray:
+    """Sum of byte x step^position, mod 2^64, with the length and mixed (splitmix64)."""
     array = _strings(column)
     if not len(array):
         return np.zeros(0, np.uint64)
@@ -108,13 +119,13 @@ def id_hashes(column: pd.Series) -> np.ndarray:
         data = np.frombuffer(data_buffer, np.uint8)[offsets[0] : offsets[-1]]
         with np.errstate(over="ignore"):
             powers = np.cumprod(
-                np.r_[np.uint64(1), np.full(int(lengths.max()) - 1, _STEP)], dtype=np.uint64
+                np.r_[np.uint64(1), np.full(int(lengths.max()) - 1, step)], dtype=np.uint64
             )
             position = np.arange(len(data)) - np.repeat(starts, lengths)
             terms = data.astype(np.uint64) * powers[position]
             sums[filled] = np.add.reduceat(terms, starts[filled])
     with np.errstate(over="ignore"):
-        hashes = _mix(sums ^ lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+        hashes = _mix(sums ^ lengths.astype(np.uint64) * salt)
     if array.null_count:
         hashes[~np.asarray(array.is_valid())] = _MISSING
     return hashes
@@ -129,23 +140,29 @@ _HASHED = {"beneficiary": "beneficiary_id", "account": "account_id", "agent": "a
 
 
 class _Hashes:
-    """The hashes of one frame's ids (beneficiary, account, agent) and of (beneficiary, scheme)."""
+    """The hashes of one frame's ids (beneficiary, account, agent) and of (beneficiary, scheme),
+    and the check hashes of (beneficiary, scheme) and (account, beneficiary)."""
+
+    FIELDS = ("beneficiary", "account", "agent", "scheme", "scheme_check", "account_check")
 
     def __init__(self, frame: pd.DataFrame):
         for name, column in _HASHED.items():
             setattr(self, name, id_hashes(frame[column]))
         self.scheme = _pair(self.beneficiary, id_hashes(frame["scheme"]))
+        beneficiary = check_hashes(frame["beneficiary_id"])
+        self.scheme_check = _pair(beneficiary, check_hashes(frame["scheme"]))
+        self.account_check = _pair(check_hashes(frame["account_id"]), beneficiary)
 
     @classmethod
     def joined(cls, parts: list[_Hashes]) -> _Hashes:
         joined = cls.__new__(cls)
-        for name in (*_HASHED, "scheme"):
+        for name in cls.FIELDS:
             setattr(joined, name, np.concatenate([getattr(part, name) for part in parts]))
         return joined
 
     def take(self, keep: np.ndarray) -> _Hashes:
         taken = _Hashes.__new__(_Hashes)
-        for name in (*_HASHED, "scheme"):
+        for name in self.FIELDS:
             setattr(taken, name, getattr(self, name)[keep])
         return taken
 
@@ -286,34 +303,29 @@ def _latest_of_each(frame: pd.DataFrame, hashes: _Hashes, older: np.ndarray) -> 
     """Of the rows `older` (positions in frame, in time order): which are the latest of their
     (beneficiary, scheme) or of their (account, beneficiary)."""
     groups = (
-        (hashes.scheme[older], ("beneficiary_id", "scheme")),
-        (_pair(hashes.account, hashes.beneficiary)[older], ("account_id", "beneficiary_id")),
+        (hashes.scheme, hashes.scheme_check, ("beneficiary_id", "scheme")),
+        (
+            _pair(hashes.account, hashes.beneficiary),
+            hashes.account_check,
+            ("account_id", "beneficiary_id"),
+        ),
     )
     latest = np.zeros(len(older), bool)
-    for keys, columns in groups:
-        if _hashes_split_some_group(frame, older, keys, columns):
+    for keys, checks, columns in groups:
+        if _hashes_collide(keys[older], checks[older]):
             last = ~frame.iloc[older].duplicated(list(columns), keep="last").to_numpy()
         else:
-            last = ~pd.Series(keys).duplicated(keep="last").to_numpy()
+            last = ~pd.Series(keys[older]).duplicated(keep="last").to_numpy()
         latest |= last
     return latest
 
 
-def _hashes_split_some_group(frame: pd.DataFrame, rows: np.ndarray, keys: np.ndarray, columns):
-    """Whether two of the rows (positions in frame) with the same key differ in `columns` (a
-    hash collision)."""
+def _hashes_collide(keys: np.ndarray, checks: np.ndarray) -> bool:
+    """Whether two rows with the same key differ in their check hash (different ids whose
+    hashes collided)."""
     order = np.argsort(keys, kind="stable")
-    same = np.flatnonzero(keys[order][1:] == keys[order][:-1])
-    if not len(same):
-        return False
-    this, previous = rows[order[same + 1]], rows[order[same]]
-    for column in columns:
-        values = _strings(frame[column])
-        equal = pc.equal(values.take(this), values.take(previous))
-        both_missing = pc.and_(pc.is_null(values.take(this)), pc.is_null(values.take(previous)))
-        if not pc.all(pc.or_(pc.fill_null(equal, False), both_missing)).as_py():
-            return True
-    return False
+    same = keys[order][1:] == keys[order][:-1]
+    return bool((checks[order][1:][same] != checks[order][:-1][same]).any())
 
 
 def _known(hashes: np.ndarray) -> np.ndarray:
@@ -385,7 +397,10 @@ def needed_history(conn, tail: Tail, batch: pd.DataFrame, through_id: int) -> pd
     needed = tail.needed(batch)
     late = tail.late(batch)
     if late.any():
-        extra = _read_from_store(conn, batch[late], batch, through_id)
+        # What the late rows' windows reach (the others' the tail holds: anything of theirs the
+        # store adds is in the tail too, and is dropped as a duplicate).
+        late_rows = batch[late]
+        extra = _read_from_store(conn, late_rows, late_rows, through_id)
         parts = [part for part in (needed, extra) if part is not None and len(part)]
         needed = pd.concat(parts, ignore_index=True) if parts else None
         if needed is not None:

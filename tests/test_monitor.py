@@ -273,30 +273,23 @@ def _colliding(hashes):
     return lambda column: hashes(column) % np.uint64(16)
 
 
-def test_hash_collisions_are_found_before_pruning():
-    """Rows of two beneficiaries whose ids hash alike are not taken for one group."""
-    rows = pd.DataFrame(
-        {
-            "transaction_id": [1, 2],
-            "beneficiary_id": ["B1", "B2"],
-            "scheme": ["PM_KISAN", "PM_KISAN"],
-            "account_id": ["A1", "A1"],
-        }
-    )
-    keys = np.array([7, 7], np.uint64)
-    positions = np.arange(2)
-    assert history._hashes_split_some_group(rows, positions, keys, ("beneficiary_id", "scheme"))
-    rows["beneficiary_id"] = "B1"
-    assert not history._hashes_split_some_group(rows, positions, keys, ("beneficiary_id", "scheme"))
+def test_hash_collisions_are_found_by_the_check_hash():
+    """Rows whose keys are equal but whose check hashes differ are not taken for one group."""
+    keys = np.array([7, 3, 7], np.uint64)
+    assert history._hashes_collide(keys, np.array([1, 2, 5], np.uint64))
+    assert not history._hashes_collide(keys, np.array([1, 2, 1], np.uint64))
+    assert not history._hashes_collide(np.array([1, 2, 3], np.uint64), np.arange(3))
 
 
 def test_id_hashes_are_equal_for_equal_text_wherever_it_sits():
     """The same id hashes alike in frames of different make-up (sliced, concatenated, missing)."""
     first = pd.Series(["B0001", None, "", "B0002", "महेश"], dtype="str")
     second = pd.concat([pd.Series(["x"], dtype="str"), first.iloc[::-1]], ignore_index=True)
-    a, b = history.id_hashes(first), history.id_hashes(second.iloc[1:])
-    np.testing.assert_array_equal(a, b[::-1])
-    assert len(set(a.tolist())) == 5  # missing, empty and each id apart
+    for hashes in (history.id_hashes, history.check_hashes):
+        a, b = hashes(first), hashes(second.iloc[1:])
+        np.testing.assert_array_equal(a, b[::-1])
+        assert len(set(a.tolist())) == 5  # missing, empty and each id apart
+    assert (history.id_hashes(first) != history.check_hashes(first))[[0, 3, 4]].all()
 
 
 def test_a_live_monitor_starts_with_its_history_in_one_frame(scored_copy):
