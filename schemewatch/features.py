@@ -92,7 +92,7 @@ class Registry:
     death_time (unix seconds or NaN), phone_sharers, phone_sharers_at_other_homes (same phone,
     another home), phone_sharers_enrolled_within_30_days (same phone, same operator, enrolled
     within 30 days), operator_enrolments_same_days (same operator, within a day);
-    `entitlements` is indexed by (beneficiary_id, scheme) with column entitlement.
+    `entitlements` has the same index, with one column per scheme code (NaN: none).
     """
 
     beneficiaries: pd.DataFrame
@@ -198,28 +198,25 @@ def _with_history(batch: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
 def _row_features(frame: pd.DataFrame, codes: _Codes, registry: Registry) -> dict:
     paid_at = frame["paid_at"].to_numpy(np.int64)
     amount = frame["amount"].to_numpy(float)
-    people = registry.beneficiaries.reindex(codes.beneficiaries)
-    pairs = np.unique(codes.beneficiary * len(codes.schemes) + codes.scheme, return_inverse=True)
-    pair_beneficiary = codes.beneficiaries[pairs[0] // len(codes.schemes)]
-    pair_scheme = codes.schemes[pairs[0] % len(codes.schemes)]
-    keys = pd.MultiIndex.from_arrays([pair_beneficiary, pair_scheme])
-    entitlement = registry.entitlements["entitlement"].reindex(keys).to_numpy(float)[pairs[1]]
+    positions = registry.beneficiaries.index.get_indexer(codes.beneficiaries)
+    people = _rows_at(registry.beneficiaries, positions)
+    entitlement = _entitlements(registry, codes, positions)
     entitlement = np.where(np.isfinite(entitlement) & (entitlement > 0), entitlement, amount)
     hour = schemes.local_hours(paid_at)
     weekday = (((paid_at + schemes.IST_OFFSET_SECONDS) // DAY) + 3) % 7
     start, end, period_began = _period_windows(codes)
-    home_lat = people["home_latitude"].to_numpy(float)[codes.beneficiary]
-    home_lon = people["home_longitude"].to_numpy(float)[codes.beneficiary]
+    home_lat = people["home_latitude"][codes.beneficiary]
+    home_lon = people["home_longitude"][codes.beneficiary]
     km = haversine_km(
         frame["latitude"].to_numpy(float), frame["longitude"].to_numpy(float), home_lat, home_lon
     )
-    death = people["death_time"].to_numpy(float)[codes.beneficiary]
+    death = people["death_time"][codes.beneficiary]
     # The instalment for the month someone died in is owed, even if paid after the death; an
     # instalment for a period that began after the death is not.
     after_death = np.where(np.isfinite(death), np.maximum(0.0, (period_began - death) / DAY), 0.0)
 
     def count(column, unknown=1):  # registry counts per row (the beneficiary alone if unknown)
-        return people[column].fillna(unknown).to_numpy(float)[codes.beneficiary]
+        return np.nan_to_num(people[column], nan=unknown)[codes.beneficiary]
 
     channel_names = np.append(codes.channels, "").astype(str)[codes.channel]
     scheme_names = codes.schemes.astype(str)[codes.scheme]
@@ -249,6 +246,28 @@ def _row_features(frame: pd.DataFrame, codes: _Codes, registry: Registry) -> dic
         **{f"channel_{c.lower()}": (channel_names == c).astype(float) for c in schemes.CHANNELS},
         **{f"scheme_{c.lower()}": (scheme_names == c).astype(float) for c in schemes.SCHEME_CODES},
     }
+
+
+def _rows_at(table: pd.DataFrame, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """Each column of `table` at row positions (NaN where a position is -1: not in the table)."""
+    missing = positions < 0
+    taken = {}
+    for column in table.columns:
+        values = table[column].to_numpy(float)[np.maximum(positions, 0)]
+        values[missing] = np.nan
+        taken[column] = values
+    return taken
+
+
+def _entitlements(registry: Registry, codes: _Codes, positions: np.ndarray) -> np.ndarray:
+    """Each row's entitlement for its scheme (NaN if none is known); `positions`: of each of
+    codes.beneficiaries in the registry (its two tables share one index)."""
+    by_scheme = _rows_at(registry.entitlements, positions)
+    per_person = np.column_stack(
+        [by_scheme.get(scheme, np.full(len(positions), np.nan)) for scheme in codes.schemes]
+        + [np.full(len(positions), np.nan)]  # rows without a scheme
+    )
+    return per_person[codes.beneficiary, codes.scheme]
 
 
 def _period_windows(codes: _Codes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -478,7 +497,11 @@ def build_registry(context: pd.DataFrame, entitlements: pd.DataFrame) -> Registr
         },
         index=people.index,
     )
-    return Registry(frame, entitlements.set_index(["beneficiary_id", "scheme"])[["entitlement"]])
+    by_scheme = entitlements.pivot(index="beneficiary_id", columns="scheme", values="entitlement")
+    unknown = by_scheme.index.difference(frame.index)
+    if len(unknown):  # entitled but without context: NaN context, as if not found
+        frame = frame.reindex(frame.index.append(unknown))
+    return Registry(frame, by_scheme.reindex(frame.index).astype(float))
 
 
 def history_needed(batch: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
