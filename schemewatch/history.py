@@ -140,18 +140,25 @@ _HASHED = {"beneficiary": "beneficiary_id", "account": "account_id", "agent": "a
 
 
 class _Hashes:
-    """The hashes of one frame's ids (beneficiary, account, agent) and of (beneficiary, scheme),
-    and the check hashes of (beneficiary, scheme) and (account, beneficiary)."""
+    """Per row of a frame: hashes of its ids (beneficiary, account, agent), of (beneficiary,
+    scheme), of (account, beneficiary) and of (beneficiary, scheme, instalment period), and the
+    check hashes of the two pairs."""
 
-    FIELDS = ("beneficiary", "account", "agent", "scheme", "scheme_check", "account_check")
+    FIELDS = ("beneficiary", "account", "agent", "scheme", "pair", "period", "checks")
 
     def __init__(self, frame: pd.DataFrame):
         for name, column in _HASHED.items():
             setattr(self, name, id_hashes(frame[column]))
         self.scheme = _pair(self.beneficiary, id_hashes(frame["scheme"]))
+        self.pair = _pair(self.account, self.beneficiary)
+        self.period = _pair(self.scheme, id_hashes(frame["instalment_period"]))
         beneficiary = check_hashes(frame["beneficiary_id"])
-        self.scheme_check = _pair(beneficiary, check_hashes(frame["scheme"]))
-        self.account_check = _pair(check_hashes(frame["account_id"]), beneficiary)
+        self.checks = np.column_stack(
+            [
+                _pair(beneficiary, check_hashes(frame["scheme"])),
+                _pair(check_hashes(frame["account_id"]), beneficiary),
+            ]
+        )
 
     @classmethod
     def joined(cls, parts: list[_Hashes]) -> _Hashes:
@@ -160,54 +167,87 @@ class _Hashes:
             setattr(joined, name, np.concatenate([getattr(part, name) for part in parts]))
         return joined
 
-    def take(self, keep: np.ndarray) -> _Hashes:
+    def take(self, rows: np.ndarray) -> _Hashes:
         taken = _Hashes.__new__(_Hashes)
         for name in self.FIELDS:
-            setattr(taken, name, getattr(self, name)[keep])
+            setattr(taken, name, getattr(self, name)[rows])
         return taken
 
-    def period_keys(self, frame: pd.DataFrame) -> np.ndarray:
-        """Of each row's (beneficiary, scheme, instalment period)."""
-        return _pair(self.scheme, id_hashes(frame["instalment_period"]))
+
+class _Part:
+    """Rows the tail carries, their hashes, and which of them are still carried (pruning marks
+    rows dropped instead of copying the rest; see Tail._compact)."""
+
+    def __init__(self, frame: pd.DataFrame, hashes: _Hashes, alive: np.ndarray | None = None):
+        self.frame, self.hashes = frame, hashes
+        self.alive = np.ones(len(frame), bool) if alive is None else alive
+        self.paid_at = frame["paid_at"].to_numpy()
+
+    def __len__(self) -> int:
+        return int(self.alive.sum())
+
+    def take(self, rows: np.ndarray) -> _Part:
+        return _Part(self.frame[rows].reset_index(drop=True), self.hashes.take(rows))
+
+    def carried(self) -> _Part:
+        """This part without the rows dropped."""
+        return self if self.alive.all() else self.take(self.alive)
+
+    @staticmethod
+    def joined(parts: list[_Part]) -> _Part:
+        parts = [part.carried() for part in parts]
+        if len(parts) == 1:
+            return parts[0]
+        frame = pd.concat([part.frame for part in parts], ignore_index=True)
+        return _Part(frame, _Hashes.joined([part.hashes for part in parts]))
 
 
 class Tail:
     """The earlier transactions later rows' features can reach, kept bounded.
 
     Every row paid on or after `horizon` (the newest payment seen, less the longest window and a
-    day of slack) stays. Of older rows only what the features need per key stays: each
-    beneficiary's latest payment of each scheme (days since the last payment, distance from the
-    usual payout places) and the latest payment per (account, beneficiary) (distinct
-    beneficiaries on an account, counted over all time; paid into a new account); mostly the same
-    rows. So its size follows the population and one window of payments, not the rows stored. Of
-    the rows dropped, only a 64-bit hash of their (beneficiary, scheme, period) is kept (8 bytes a
-    row), because the period features count every earlier payment of a period.
+    day of slack) stays (`recent`). Of older rows only what the features need per key stays
+    (`old`): each beneficiary's latest payment of each scheme (days since the last payment,
+    distance from the usual payout places) and the latest payment per (account, beneficiary)
+    (distinct beneficiaries on an account, counted over all time; paid into a new account);
+    mostly the same rows. So its size follows the population and one window of payments, not the
+    rows stored. Of the rows dropped, only a 64-bit hash of their (beneficiary, scheme, period)
+    is kept (8 bytes a row), because the period features count every earlier payment of a period.
 
     Beside each row it keeps 64-bit hashes of its ids: finding a batch's history compares
     integers (a hash collision only brings rows no window uses), and pruning groups by hash after
-    checking the groups against the text (with a collision it groups by the text itself).
+    checking the groups with a second, independent hash (with a collision it groups by the text).
+    Pruning looks only at the rows leaving `recent` and the old rows of the same beneficiaries,
+    and marks old rows dropped; the old rows are copied together only once many are dropped.
 
     A row the tail cannot serve exactly (paid before `horizon` plus the window, or of a period
     with a dropped payment) is marked `late`; its history then comes from the store. A hash
     collision there only costs a needless read.
     """
 
-    PRUNE_ROWS = 250_000  # prune after this many new rows (pruning goes over the whole tail)
+    PRUNE_ROWS = 250_000  # prune after this many new rows
+    MOST_OLD_PARTS = 8  # more, or a third of old rows dropped: copy the old rows into one part
 
     def __init__(self):
-        self.parts: list[tuple[pd.DataFrame, _Hashes]] = []
+        self.old: list[_Part] = []
+        self.recent: list[_Part] = []
         self.horizon = -np.inf
         self.newest = -np.inf
         self.added = 0
         self.dropped_periods = np.zeros(0, np.uint64)  # sorted, unique
         self._last: tuple[pd.DataFrame, _Hashes] | None = None  # the last batch asked about
 
+    @property
+    def parts(self) -> list[_Part]:
+        return self.old + self.recent
+
     def __len__(self) -> int:
-        return sum(len(frame) for frame, _ in self.parts)
+        return sum(len(part) for part in self.parts)
 
     @property
     def frames(self) -> list[pd.DataFrame]:
-        return [frame for frame, _ in self.parts]
+        """The rows carried (for inspection: copies the rows of parts with rows dropped)."""
+        return [part.carried().frame for part in self.parts]
 
     def _hashes(self, batch: pd.DataFrame) -> _Hashes:
         """The batch's hashes, computed once for the batch asked about and then added."""
@@ -219,43 +259,80 @@ class Tail:
         """Remember scored rows; prune once enough have been added."""
         if not len(rows):
             return
-        self.parts.append((rows, self._hashes(rows)))
+        self.recent.append(_Part(rows, self._hashes(rows)))
         self._last = None
         self.newest = max(self.newest, float(rows["paid_at"].max()))
         self.added += len(rows)
         if self.added >= self.PRUNE_ROWS:
             self.prune()
-        elif len(self.parts) > 9:  # many small live batches: one part, the big frame untouched
-            self.parts = [self.parts[0], _joined(self.parts[1:])]
+        elif len(self.recent) > 8:  # many small live batches: one part
+            self.recent = [_Part.joined(self.recent)]
 
     def prune(self) -> None:
         """Drop what no later row (paid after the horizon) can need."""
         self.added = 0
-        if not self.parts:
-            return
-        frame, hashes = _joined(self.parts)
         horizon = max(self.horizon, self.newest - LONGEST_WINDOW - DISORDER_SLACK)
-        paid_at = frame["paid_at"].to_numpy()
-        older = np.flatnonzero(paid_at < horizon)
-        older = older[np.lexsort((frame["transaction_id"].to_numpy()[older], paid_at[older]))]
-        keep = paid_at >= horizon
-        keep[older[_latest_of_each(frame, hashes, older)]] = True
-        self.dropped_periods = _merged(
-            self.dropped_periods, hashes.take(~keep).period_keys(frame[~keep])
-        )
-        self.parts = [(frame[keep].reset_index(drop=True), hashes.take(keep))]
+        leaving, staying = [], []
+        for part in self.recent:
+            older = part.paid_at < horizon
+            if older.all():
+                leaving.append(part)
+            elif older.any():
+                leaving.append(part.take(older))
+                staying.append(part.take(~older))
+            else:
+                staying.append(part)
+        self.recent = staying
         self.horizon = horizon
+        if leaving:
+            self._keep_latest(_Part.joined(leaving))
+        self._compact()
+
+    def _keep_latest(self, leaving: _Part) -> None:
+        """Of the rows leaving `recent` and the old rows of the same beneficiaries (every row
+        that shares a key with them), keep the latest of each key; mark the rest dropped."""
+        people = pd.Index(pd.unique(leaving.hashes.beneficiary))
+        touched = [
+            np.flatnonzero(p.alive & _member(p.hashes.beneficiary, people)) for p in self.old
+        ]
+        rows = [(part, at) for part, at in zip(self.old, touched, strict=True) if len(at)]
+        rows.append((leaving, np.arange(len(leaving.frame))))
+        hashes = _Hashes.joined([part.hashes.take(at) for part, at in rows])
+        paid_at = np.concatenate([part.paid_at[at] for part, at in rows])
+        ids = np.concatenate([part.frame["transaction_id"].to_numpy()[at] for part, at in rows])
+        order = np.lexsort((ids, paid_at))
+        keep = np.zeros(len(order), bool)
+        keep[order] = _latest_of_each(hashes.take(order), lambda: _text(rows, order))
+        self.dropped_periods = _merged(self.dropped_periods, hashes.period[~keep])
+        start = 0
+        for part, at in rows[:-1]:
+            part.alive[at[~keep[start : start + len(at)]]] = False
+            start += len(at)
+        arrived = keep[start:]
+        if arrived.any():
+            self.old.append(leaving if arrived.all() else leaving.take(arrived))
+
+    def _compact(self) -> None:
+        carried = sum(len(part) for part in self.old)
+        held = sum(len(part.frame) for part in self.old)
+        if len(self.old) > self.MOST_OLD_PARTS or carried < held * 2 / 3:
+            self.old = [_Part.joined(self.old)] if carried else []
 
     def settle(self) -> None:
-        """Prune into one frame now, before live ticks ask."""
+        """Prune, and hold the old rows and the recent rows as one part each, before live ticks
+        ask (a tick then goes over two parts)."""
         self.prune()
+        if self.old:
+            self.old = [_Part.joined(self.old)]
+        if self.recent:
+            self.recent = [_Part.joined(self.recent)]
 
     def late(self, batch: pd.DataFrame) -> np.ndarray:
         """Batch rows whose windows reach rows the tail may have dropped."""
         paid_at = batch["paid_at"].to_numpy()
         late = paid_at < self.horizon + LONGEST_WINDOW
         if len(self.dropped_periods):
-            keys = self._hashes(batch).period_keys(batch)
+            keys = self._hashes(batch).period
             found = np.searchsorted(self.dropped_periods, keys)
             found = np.minimum(found, len(self.dropped_periods) - 1)
             late |= self.dropped_periods[found] == keys
@@ -268,55 +345,52 @@ class Tail:
         the windows need), and rows a window does not reach do not change the batch's values.
         """
         asked = self._hashes(batch)
-        agents = _known(asked.agent)
+        agents = _lookup(asked.agent)
         agent_since = int(batch["paid_at"].min()) - AGENT_REACH
         # The agents' recent payouts carry values of their own beneficiaries' histories (distance
         # from habit uses the previous payout), so those beneficiaries' rows come along too.
         people = [asked.beneficiary]
-        recent = [frame["paid_at"].to_numpy() >= agent_since for frame, _ in self.parts]
-        for (_, hashes), near_now in zip(self.parts, recent, strict=True):
+        recent = [part.alive & (part.paid_at >= agent_since) for part in self.parts]
+        for part, near_now in zip(self.parts, recent, strict=True):
             if near_now.any():
-                by_agent = near_now & _isin(hashes.agent, agents)
-                people.append(hashes.beneficiary[by_agent])
-        people = _known(np.concatenate(people))
-        accounts = _known(asked.account)
+                by_agent = near_now & _member(part.hashes.agent, agents)
+                people.append(part.hashes.beneficiary[by_agent])
+        people = _lookup(np.concatenate(people))
+        accounts = _lookup(asked.account)
         found = []
-        for (frame, hashes), near_now in zip(self.parts, recent, strict=True):
-            near = _isin(hashes.beneficiary, people) | _isin(hashes.account, accounts)
+        for part, near_now in zip(self.parts, recent, strict=True):
+            hashes = part.hashes
+            near = _member(hashes.beneficiary, people) | _member(hashes.account, accounts)
             if near_now.any():
-                near |= near_now & _isin(hashes.agent, agents)
+                near |= near_now & _member(hashes.agent, agents)
+            near &= part.alive
             if near.any():
-                found.append(frame[near])
+                found.append(part.frame[near])
         if not found:
             return None
         return pd.concat(found, ignore_index=True) if len(found) > 1 else found[0]
 
 
-def _joined(parts: list[tuple[pd.DataFrame, _Hashes]]) -> tuple[pd.DataFrame, _Hashes]:
-    if len(parts) == 1:
-        return parts[0]
-    frame = pd.concat([frame for frame, _ in parts], ignore_index=True)
-    return frame, _Hashes.joined([hashes for _, hashes in parts])
+def _text(rows: list[tuple[_Part, np.ndarray]], order: np.ndarray) -> pd.DataFrame:
+    """The id columns of the rows pruning looks at, in `order` (only after a hash collision)."""
+    columns = ["beneficiary_id", "scheme", "account_id"]
+    frame = pd.concat([part.frame[columns].iloc[at] for part, at in rows], ignore_index=True)
+    return frame.iloc[order].reset_index(drop=True)
 
 
-def _latest_of_each(frame: pd.DataFrame, hashes: _Hashes, older: np.ndarray) -> np.ndarray:
-    """Of the rows `older` (positions in frame, in time order): which are the latest of their
-    (beneficiary, scheme) or of their (account, beneficiary)."""
+def _latest_of_each(hashes: _Hashes, text) -> np.ndarray:
+    """Of rows in time order: which are the latest of their (beneficiary, scheme) or of their
+    (account, beneficiary). `text()` gives their id columns, used if the hashes collide."""
     groups = (
-        (hashes.scheme, hashes.scheme_check, ("beneficiary_id", "scheme")),
-        (
-            _pair(hashes.account, hashes.beneficiary),
-            hashes.account_check,
-            ("account_id", "beneficiary_id"),
-        ),
+        (hashes.scheme, hashes.checks[:, 0], ["beneficiary_id", "scheme"]),
+        (hashes.pair, hashes.checks[:, 1], ["account_id", "beneficiary_id"]),
     )
-    latest = np.zeros(len(older), bool)
+    latest = np.zeros(len(hashes.scheme), bool)
     for keys, checks, columns in groups:
-        if _hashes_collide(keys[older], checks[older]):
-            last = ~frame.iloc[older].duplicated(list(columns), keep="last").to_numpy()
+        if _hashes_collide(keys, checks):
+            latest |= ~text().duplicated(columns, keep="last").to_numpy()
         else:
-            last = ~pd.Series(keys[older]).duplicated(keep="last").to_numpy()
-        latest |= last
+            latest |= ~pd.Series(keys).duplicated(keep="last").to_numpy()
     return latest
 
 
@@ -328,14 +402,14 @@ def _hashes_collide(keys: np.ndarray, checks: np.ndarray) -> bool:
     return bool((checks[order][1:][same] != checks[order][:-1][same]).any())
 
 
-def _known(hashes: np.ndarray) -> np.ndarray:
-    """The distinct hashes of values that are present."""
+def _lookup(hashes: np.ndarray) -> pd.Index:
+    """The distinct hashes of values that are present, ready for many membership tests."""
     hashes = pd.unique(hashes)
-    return hashes[hashes != _MISSING]
+    return pd.Index(hashes[hashes != _MISSING])
 
 
-def _isin(hashes: np.ndarray, values: np.ndarray) -> np.ndarray:
-    return pd.Series(hashes, copy=False).isin(values).to_numpy()
+def _member(hashes: np.ndarray, lookup: pd.Index) -> np.ndarray:
+    return lookup.get_indexer(hashes) >= 0
 
 
 def read_chunks(db_path: Path, after_id: int, through_id: int, size: int):

@@ -293,12 +293,13 @@ def test_id_hashes_are_equal_for_equal_text_wherever_it_sits():
 
 
 def test_a_live_monitor_starts_with_its_history_in_one_frame(scored_copy):
-    """The tail is pruned into one frame (ids hashed) before watching starts."""
+    """The tail is pruned into one part of old rows and one of recent rows (ids hashed) before
+    watching starts."""
     db, models = scored_copy
     assert Monitor(db, models).tick().scored == 6_000  # a backfill; then a live start:
     live = Monitor(db, models, chunk_size=1_000)
     assert live.tick().scored == 0  # everything is scored: it only gets ready
-    assert len(live.tail) > 0 and len(live.tail.parts) == 1
+    assert len(live.tail) > 0 and len(live.tail.old) == 1 and len(live.tail.recent) <= 1
 
 
 def test_live_history_stays_bounded(scored_copy, monkeypatch):
