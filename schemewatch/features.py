@@ -326,8 +326,9 @@ def _beneficiary_windows(
     period_key = beneficiary * (len(codes.schemes) * len(codes.periods)) + scheme_period
     out["earlier_payments_same_period"] = _earlier_in_group(period_key)
     amount_code = pd.factorize(amount)[0]
-    out["earlier_payments_same_period_same_amount"] = (
-        pd.Series(amount).groupby([period_key, amount_code]).cumcount().to_numpy(float)
+    period_code = pd.factorize(period_key)[0]
+    out["earlier_payments_same_period_same_amount"] = _earlier_in_group(
+        period_code * (int(amount_code.max(initial=0)) + 1) + amount_code
     )
     paid_in_period = pd.Series(amount).groupby(period_key).cumsum().to_numpy()
     out["period_amount_to_entitlement"] = paid_in_period / entitlement
@@ -385,7 +386,30 @@ def _near_home_or_habit(frame, codes: _Codes, orders, km_from_home) -> tuple[np.
 
 def _earlier_in_group(keys: np.ndarray) -> np.ndarray:
     """How many earlier rows (frame order) share this row's key."""
-    return pd.Series(keys).groupby(keys).cumcount().to_numpy(float)
+    order, starts = _runs(keys)
+    counts = np.empty(len(keys))
+    counts[order] = np.arange(len(keys)) - starts
+    return counts
+
+
+def _running_total_in_group(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per row: the sum of `values` (integers) over earlier rows sharing its key, and its own."""
+    order, starts = _runs(keys)
+    running = np.cumsum(values[order])
+    before = np.r_[0, running][starts]  # the running total where this row's group began
+    totals = np.empty(len(keys), running.dtype)
+    totals[order] = running - before
+    return totals
+
+
+def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ordered by key (frame order kept within a key), and for each ordered row the
+    position where its key's run begins (numpy's sort: pandas' groupby spent most of its time
+    re-coding keys that are integers already)."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    return order, np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
 
 
 def _account_and_agent(frame: pd.DataFrame, codes: _Codes, km_from_habit: np.ndarray) -> dict:
@@ -393,7 +417,7 @@ def _account_and_agent(frame: pd.DataFrame, codes: _Codes, km_from_habit: np.nda
     beneficiary = codes.beneficiary
     account = codes.account
     first_time_on_account = ~pd.Series(account * (len(frame) + 1) + beneficiary).duplicated()
-    distinct = pd.Series(first_time_on_account.to_numpy(int)).groupby(account).cumsum().to_numpy()
+    distinct = _running_total_in_group(account, first_time_on_account.to_numpy(np.int64))
     distinct = np.where(codes.has_account, distinct, 1)
     has_agent = codes.has_agent
     agent = codes.agent
@@ -437,11 +461,8 @@ def _distinct_in_window(keys, values, paid_at, windows, order) -> list[np.ndarra
     composite = k.astype(np.int64) * (1 << 34) + t
     firsts = [np.searchsorted(composite, composite - w, side="left") for w in windows]
     n = len(order)
-    previous_same = np.full(n, -1)
-    pair = pd.Series(k.astype(np.int64) * (n + 1) + v)
-    shifted = pair.groupby(pair.to_numpy()).cumcount().to_numpy()
+    previous_same = _previous_index(k.astype(np.int64) * (n + 1) + v)
     positions = np.arange(n)
-    previous_same[shifted > 0] = _previous_index(pair.to_numpy())[shifted > 0]
     distinct = [np.zeros(n) for _ in windows]
     widest = int(np.argmax(windows))
     for offset in range(min(MAX_AGENT_WINDOW_ROWS, n)):
