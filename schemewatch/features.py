@@ -10,7 +10,7 @@ windows reach (see `HISTORY_NEEDS`).
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -156,18 +156,28 @@ def compute_features(
         frame = frame.iloc[time_order]
     frame = frame.reset_index(drop=True)
     codes = _codes(frame)
-    row = _row_features(frame, codes, registry)
+    pick = _positions_of(batch, frame)
+    people = _people(registry, codes)
+    # Values of the row alone only for the batch's rows (the history's are not returned), but
+    # distance from home for every row: the agent windows add up the history's.
+    row = _row_features(
+        frame[["paid_at", "amount"]].iloc[pick], _codes_of_rows(codes, pick), people
+    )
+    km_from_home = _km_from_home(frame, codes, people)
+    row["km_from_home"] = km_from_home[pick]
+    entitlement = np.ones(len(frame))
+    entitlement[pick] = row["entitlement"]
     paid_at = frame["paid_at"].to_numpy(np.int64)
     order = _grouped_order(codes.beneficiary, paid_at)
     same = codes.beneficiary[order][1:] == codes.beneficiary[order][:-1]
     scheme_order = _grouped_order(codes.beneficiary * len(codes.schemes) + codes.scheme, paid_at)
     near_home_or_habit, has_habit = _near_home_or_habit(
-        frame, codes, (order, scheme_order), row["km_from_home"]
+        frame, codes, (order, scheme_order), km_from_home
     )
     # Someone with no earlier payout has no habit to depart from yet: km_from_home speaks for them.
-    row["km_from_home_or_usual_payout"] = np.where(has_habit, near_home_or_habit, 0.0)
+    row["km_from_home_or_usual_payout"] = np.where(has_habit, near_home_or_habit, 0.0)[pick]
     by_beneficiary = partial(
-        _beneficiary_windows, frame, codes, row["entitlement"], order, same, scheme_order
+        _beneficiary_windows, frame, codes, entitlement, order, same, scheme_order
     )
     by_account_and_agent = partial(_account_and_agent, frame, codes, near_home_or_habit)
     if len(frame) >= PARALLEL_ROWS:
@@ -177,17 +187,56 @@ def compute_features(
             parts = (by_beneficiary(), later.result())
     else:
         parts = (by_beneficiary(), by_account_and_agent())
-    columns = {**row, **parts[0], **parts[1]}
-    matrix = np.empty((len(frame), len(FEATURE_NAMES)), np.float32, order="F")
-    for index, name in enumerate(FEATURE_NAMES):
-        matrix[:, index] = columns[name]
+    every_row = {**parts[0], **parts[1]}
     # Column-major on purpose: the detector reads it in row chunks, copying each chunk once.
+    matrix = np.empty((len(pick), len(FEATURE_NAMES)), np.float32, order="F")
+    for index, name in enumerate(FEATURE_NAMES):
+        matrix[:, index] = row[name] if name in row else every_row[name][pick]
+    return matrix
+
+
+def _positions_of(batch: pd.DataFrame, frame: pd.DataFrame) -> np.ndarray:
+    """Where each batch row (in batch order) is in `frame`."""
     ids = frame["transaction_id"].to_numpy()
     wanted = batch["transaction_id"].to_numpy()
     if len(ids) == len(wanted) and np.array_equal(ids, wanted):
-        return matrix
-    position = pd.Series(np.arange(len(frame)), index=ids)
-    return matrix[position.loc[wanted].to_numpy()]
+        return np.arange(len(ids))
+    return pd.Series(np.arange(len(frame)), index=ids).loc[wanted].to_numpy()
+
+
+def _codes_of_rows(codes: _Codes, rows: np.ndarray) -> _Codes:
+    """The codes of some rows (the same uniques)."""
+    per_row = ("beneficiary", "scheme", "period", "account", "has_account", "agent", "has_agent")
+    return replace(
+        codes, channel=codes.channel[rows], **{name: getattr(codes, name)[rows] for name in per_row}
+    )
+
+
+@dataclass(frozen=True)
+class _People:
+    """Registry values of the frame's distinct beneficiaries (codes.beneficiaries order)."""
+
+    positions: np.ndarray  # in the registry; -1 if not there
+    values: dict  # column -> array (NaN where unknown)
+    entitlements: dict  # scheme -> array (NaN where none)
+
+
+def _people(registry: Registry, codes: _Codes) -> _People:
+    positions = registry.beneficiaries.index.get_indexer(codes.beneficiaries)
+    return _People(
+        positions,
+        _rows_at(registry.beneficiaries, positions),
+        _rows_at(registry.entitlements, positions),
+    )
+
+
+def _km_from_home(frame: pd.DataFrame, codes: _Codes, people: _People) -> np.ndarray:
+    home_lat = people.values["home_latitude"][codes.beneficiary]
+    home_lon = people.values["home_longitude"][codes.beneficiary]
+    km = haversine_km(
+        frame["latitude"].to_numpy(float), frame["longitude"].to_numpy(float), home_lat, home_lon
+    )
+    return np.nan_to_num(km, nan=0.0)
 
 
 def _with_history(batch: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
@@ -195,28 +244,21 @@ def _with_history(batch: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([earlier[list(TRANSACTION_FIELDS)], batch[list(TRANSACTION_FIELDS)]])
 
 
-def _row_features(frame: pd.DataFrame, codes: _Codes, registry: Registry) -> dict:
+def _row_features(frame: pd.DataFrame, codes: _Codes, people: _People) -> dict:
     paid_at = frame["paid_at"].to_numpy(np.int64)
     amount = frame["amount"].to_numpy(float)
-    positions = registry.beneficiaries.index.get_indexer(codes.beneficiaries)
-    people = _rows_at(registry.beneficiaries, positions)
-    entitlement = _entitlements(registry, codes, positions)
+    entitlement = _entitlements(people, codes)
     entitlement = np.where(np.isfinite(entitlement) & (entitlement > 0), entitlement, amount)
     hour = schemes.local_hours(paid_at)
     weekday = (((paid_at + schemes.IST_OFFSET_SECONDS) // DAY) + 3) % 7
     start, end, period_began = _period_windows(codes)
-    home_lat = people["home_latitude"][codes.beneficiary]
-    home_lon = people["home_longitude"][codes.beneficiary]
-    km = haversine_km(
-        frame["latitude"].to_numpy(float), frame["longitude"].to_numpy(float), home_lat, home_lon
-    )
-    death = people["death_time"][codes.beneficiary]
+    death = people.values["death_time"][codes.beneficiary]
     # The instalment for the month someone died in is owed, even if paid after the death; an
     # instalment for a period that began after the death is not.
     after_death = np.where(np.isfinite(death), np.maximum(0.0, (period_began - death) / DAY), 0.0)
 
     def count(column, unknown=1):  # registry counts per row (the beneficiary alone if unknown)
-        return np.nan_to_num(people[column], nan=unknown)[codes.beneficiary]
+        return np.nan_to_num(people.values[column], nan=unknown)[codes.beneficiary]
 
     channel_names = np.append(codes.channels, "").astype(str)[codes.channel]
     scheme_names = codes.schemes.astype(str)[codes.scheme]
@@ -235,7 +277,6 @@ def _row_features(frame: pd.DataFrame, codes: _Codes, registry: Registry) -> dic
         "off_cycle": ((paid_at < start) | (paid_at >= end)).astype(float),
         "log_days_before_window": np.log1p(np.maximum(0, start - paid_at) / DAY),
         "log_days_after_window": np.log1p(np.maximum(0, paid_at - end) / DAY),
-        "km_from_home": np.nan_to_num(km, nan=0.0),
         "log_days_period_began_after_death": np.log1p(after_death),
         "log_beneficiaries_sharing_phone": np.log1p(count("phone_sharers")),
         # A share, not a count: three people at three addresses on one phone are as odd as thirty.
@@ -259,13 +300,12 @@ def _rows_at(table: pd.DataFrame, positions: np.ndarray) -> dict[str, np.ndarray
     return taken
 
 
-def _entitlements(registry: Registry, codes: _Codes, positions: np.ndarray) -> np.ndarray:
-    """Each row's entitlement for its scheme (NaN if none is known); `positions`: of each of
-    codes.beneficiaries in the registry (its two tables share one index)."""
-    by_scheme = _rows_at(registry.entitlements, positions)
+def _entitlements(people: _People, codes: _Codes) -> np.ndarray:
+    """Each row's entitlement for its scheme (NaN if none is known)."""
+    unknown = np.full(len(people.positions), np.nan)
     per_person = np.column_stack(
-        [by_scheme.get(scheme, np.full(len(positions), np.nan)) for scheme in codes.schemes]
-        + [np.full(len(positions), np.nan)]  # rows without a scheme
+        [people.entitlements.get(scheme, unknown) for scheme in codes.schemes]
+        + [unknown]  # rows without a scheme
     )
     return per_person[codes.beneficiary, codes.scheme]
 
