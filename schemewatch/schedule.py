@@ -50,10 +50,8 @@ def normal_payments(
 
     `enrolments` restricts the schedule to some enrolment indexes (default: all).
     """
-    chosen = np.ones(len(world.enrolment_scheme), bool)
-    if enrolments is not None:
-        chosen[:] = False
-        chosen[enrolments] = True
+    # A few enrolments (a group of ghosts) are looked at alone, not the whole registry's.
+    chosen = None if enrolments is None else np.unique(enrolments)
     builders = {
         schemes.PM_KISAN: _pm_kisan,
         schemes.OLD_AGE_PENSION: _pension,
@@ -64,7 +62,10 @@ def normal_payments(
     parts = []
     for code, build in builders.items():
         scheme = schemes.SCHEME_CODES.index(code)
-        enrolments = np.flatnonzero((world.enrolment_scheme == scheme) & chosen)
+        if chosen is None:
+            enrolments = np.flatnonzero(world.enrolment_scheme == scheme)
+        else:
+            enrolments = chosen[world.enrolment_scheme[chosen] == scheme]
         if len(enrolments):
             enrolment, day, period, amount = build(rng, world, enrolments, start_day, end_day)
             keep = (day >= start_day - 7) & (day < end_day)

@@ -17,7 +17,7 @@ from functools import cached_property
 import numpy as np
 
 from schemewatch import schemes
-from schemewatch.geography import haversine_km, scatter_on_land
+from schemewatch.geography import EARTH_RADIUS_KM, haversine_km, scatter_on_land
 from schemewatch.payments import TYPOLOGIES, Payments
 from schemewatch.population import World, phone_hashes
 from schemewatch.schedule import AEPS, normal_payments
@@ -53,9 +53,105 @@ def count_between(rng, low: int, high: int) -> int:
     return int(np.floor(log_uniform(rng, low, high + 1)))
 
 
+class FreeRows:
+    """Which rows are still untouched, and the k-th untouched row without scanning them all.
+
+    Injectors pick a few random rows at a time from millions, many times over; a scan of every
+    row per pick made injection quadratic in the size of the year. Untouched rows are counted per
+    block of BLOCK rows instead, so finding the k-th costs a look at the counts and one block.
+    """
+
+    BLOCK = 4096
+
+    def __init__(self, free: np.ndarray):
+        self._free = free
+        self.mask = free.view()
+        # Read-only: a row changed behind the counts' back would make them wrong.
+        self.mask.flags.writeable = False
+        blocks = -(-len(free) // self.BLOCK)
+        self._per_block = np.bincount(np.flatnonzero(free) // self.BLOCK, minlength=blocks)
+        self.count = int(self._per_block.sum())
+
+    def nth(self, k: np.ndarray) -> np.ndarray:
+        """The k-th untouched rows (0-based, in row order), equal to np.flatnonzero(mask)[k]."""
+        k = np.asarray(k, np.int64)
+        if len(k) * 16 > len(self._per_block):  # one scan is cheaper for many rows at once
+            return np.flatnonzero(self._free)[k]
+        ends = np.cumsum(self._per_block)
+        block = np.searchsorted(ends, k, side="right")
+        rank = k - (ends[block] - self._per_block[block])  # among the block's untouched rows
+        starts = block * self.BLOCK
+        return np.array(
+            [
+                start + np.flatnonzero(self._free[start : start + self.BLOCK])[r]
+                for start, r in zip(starts.tolist(), rank.tolist(), strict=True)
+            ],
+            np.int64,
+        )
+
+    def take(self, rows: np.ndarray) -> None:
+        """Mark untouched rows as used."""
+        self._set(rows, False)
+
+    def give_back(self, rows: np.ndarray) -> None:
+        """Mark used rows as untouched again."""
+        self._set(rows, True)
+
+    def _set(self, rows: np.ndarray, free: bool) -> None:
+        rows = np.unique(rows[self._free[rows] != free])
+        self._free[rows] = free
+        np.add.at(self._per_block, rows // self.BLOCK, 1 if free else -1)
+        self.count += len(rows) if free else -len(rows)
+
+
+class RowsByKey:
+    """Row indexes grouped by a key (beneficiary, district, scheme and period), from one sort.
+
+    Finding a key's rows by comparing every row with it, once per group of fraud, made the
+    injectors quadratic in the size of the year.
+    """
+
+    def __init__(self, keys: np.ndarray, within: np.ndarray | None = None):
+        """`within`: every row index, in the order wanted inside a key (default: ascending)."""
+        small = len(keys) > 0 and keys.min() >= -(2**15) and keys.max() < 2**15
+        # Stable sorts of 16-bit keys are radix sorts: linear, several times faster.
+        sortable = keys.astype(np.int16) if small else keys
+        if within is None:
+            self.order = np.argsort(sortable, kind="stable")
+        else:
+            self.order = within[np.argsort(sortable[within], kind="stable")]
+        ordered = keys[self.order]
+        self._starts = np.flatnonzero(_run_starts(ordered))
+        self._ends = np.r_[self._starts[1:], len(ordered)].astype(np.int64)
+        self._keys = ordered[self._starts]
+
+    def of(self, key) -> np.ndarray:
+        """The rows of one key (a view into `order`: not to be changed)."""
+        at = int(np.searchsorted(self._keys, key))
+        if at == len(self._keys) or self._keys[at] != key:
+            return self.order[:0]
+        return self.order[self._starts[at] : self._ends[at]]
+
+    def of_each(self, keys: np.ndarray) -> np.ndarray:
+        """The rows of several keys, ascending."""
+        parts = [self.of(key) for key in keys]
+        return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+
+
+def _run_starts(values: np.ndarray) -> np.ndarray:
+    """Where each run of equal values begins (a mask), in values that are grouped."""
+    starts = np.ones(len(values), bool)
+    starts[1:] = values[1:] != values[:-1]
+    return starts
+
+
 @dataclass
 class Pool:
-    """Honest payments an injector may draw on, and which are still untouched."""
+    """Honest payments an injector may draw on, and which are still untouched.
+
+    `free` is read-only: rows are taken with `pick` or `claim` and given back with `release`, so
+    that the counts behind `nth_free` stay right.
+    """
 
     payments: Payments
     free: np.ndarray  # bool
@@ -63,18 +159,45 @@ class Pool:
     end: int
     next_group: int = 1
 
-    def pick(self, rng, count: int, where=None) -> np.ndarray:
-        """Up to `count` random untouched rows (optionally among `where`), marked as used."""
-        candidates = np.flatnonzero(self.free if where is None else self.free & where)
-        chosen = rng.choice(candidates, size=min(count, len(candidates)), replace=False)
-        self.free[chosen] = False
+    def __post_init__(self):
+        self._free_rows = FreeRows(self.free)
+        self.free = self._free_rows.mask
+
+    @property
+    def free_count(self) -> int:
+        """How many rows are still untouched."""
+        return self._free_rows.count
+
+    def nth_free(self, k: int) -> int:
+        """The k-th untouched row (0-based, in row order)."""
+        return int(self._free_rows.nth(np.array([k]))[0])
+
+    def pick(self, rng, count: int, among: np.ndarray | None = None) -> np.ndarray:
+        """Up to `count` random untouched rows, marked as used.
+
+        `among` restricts the choice to some untouched rows (ascending). The draw depends only on
+        how many rows there are to choose from, as `rng.choice` of the rows themselves would.
+        """
+        available = self.free_count if among is None else len(among)
+        drawn = rng.choice(available, size=min(count, available), replace=False)
+        chosen = self._free_rows.nth(drawn) if among is None else among[drawn]
+        self._free_rows.take(chosen)
         return np.sort(chosen)
 
     def claim(self, index: np.ndarray) -> np.ndarray:
-        """Mark specific rows as used."""
+        """Mark specific rows as used; returns those that were untouched."""
         index = index[self.free[index]]
-        self.free[index] = False
+        self._free_rows.take(index)
         return index
+
+    def release(self, index: np.ndarray) -> None:
+        """Give rows back untouched (a group that could not be formed)."""
+        self._free_rows.give_back(index)
+
+    @cached_property
+    def rows_by_beneficiary(self) -> RowsByKey:
+        """Every row, grouped by beneficiary."""
+        return RowsByKey(self.payments.beneficiary)
 
     @cached_property
     def period_code(self) -> np.ndarray:
@@ -219,17 +342,19 @@ def shared_account_ring(rng, world: World, pool: Pool, budget: int) -> Injection
     district_of_row = world.district[payments.beneficiary]
     first_paid = np.full(int(payments.beneficiary.max(initial=-1)) + 1, np.iinfo(np.int64).max)
     np.minimum.at(first_paid, payments.beneficiary, payments.paid_at)
-    rows_of = _rows_by_beneficiary(payments.beneficiary)
+    by_beneficiary = pool.rows_by_beneficiary
+    # Within a district, one beneficiary's rows together: its people are then found in order.
+    by_district = RowsByKey(district_of_row, within=by_beneficiary.order)
     for _attempt in range(budget + 20):
         if sum(len(p) for p in parts) >= budget:
             break
         size = count_between(rng, *family["members"])
-        members = _local_group(rng, world, pool, district_of_row, size)
+        members = _local_group(rng, pool, by_district, district_of_row, size)
         if members is None:
             break
         since = rng.integers(pool.start, pool.start + int(0.6 * (pool.end - pool.start)))
         until = since + int(log_uniform(rng, *family["days_flowing"]) * DAY)
-        candidates = rows_of(members)
+        candidates = by_beneficiary.of_each(members)
         paid_at = payments.paid_at[candidates]
         candidates = candidates[(paid_at >= since) & (paid_at < until) & pool.free[candidates]]
         # Rings divert established beneficiaries: members already paid before the ring began.
@@ -259,28 +384,15 @@ def shared_account_ring(rng, world: World, pool: Pool, budget: int) -> Injection
     return _combined(parts, used)
 
 
-def _rows_by_beneficiary(beneficiary: np.ndarray):
-    """A lookup: the row indexes (ascending) of some beneficiaries, without scanning every row."""
-    order = np.argsort(beneficiary, kind="stable")
-    ordered = beneficiary[order]
-
-    def rows_of(members: np.ndarray) -> np.ndarray:
-        low = np.searchsorted(ordered, members, side="left")
-        high = np.searchsorted(ordered, members, side="right")
-        parts = [order[a:b] for a, b in zip(low, high, strict=True)]
-        return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
-
-    return rows_of
-
-
-def _local_group(rng, world, pool, district_of_row, size):
+def _local_group(rng, pool: Pool, by_district: RowsByKey, district_of_row, size):
     """Beneficiaries of one randomly chosen district who still have untouched payments."""
     seed = pool.pick(rng, 1)
     if len(seed) == 0:
         return None
-    pool.free[seed] = True
-    district = district_of_row[seed[0]]
-    local = np.unique(pool.payments.beneficiary[pool.free & (district_of_row == district)])
+    pool.release(seed)
+    rows = by_district.of(district_of_row[seed[0]])
+    local = pool.payments.beneficiary[rows[pool.free[rows]]]  # in order of beneficiary
+    local = local[_run_starts(local)]  # as np.unique, without sorting again
     return rng.choice(local, size=min(size, len(local)), replace=False)
 
 
@@ -291,16 +403,17 @@ def agent_collusion(rng, world: World, pool: Pool, budget: int) -> Injection:
     """
     family = FAMILIES["agent_collusion"]
     payments, parts, used = pool.payments, [], []
+    homes = HomesByPeriod(world, pool)
     for _attempt in range(20 * budget + 20):
-        if sum(len(p) for p in parts) >= budget or not pool.free.any():
+        if sum(len(p) for p in parts) >= budget or pool.free_count == 0:
             break
         agent = int(rng.integers(0, len(world.agent_ids)))
         far = rng.random() < 0.5
-        candidates = _collusion_candidates(world, pool, agent, far, family["far_km"])
+        candidates = _collusion_candidates(world, pool, homes, agent, far, family["far_km"])
         size = min(count_between(rng, *family["payouts"]), budget - sum(len(p) for p in parts))
-        index = pool.pick(rng, size, where=candidates)
+        index = pool.pick(rng, size, among=candidates)
         if len(index) < min(size, 3):
-            pool.free[index] = True
+            pool.release(index)
             continue
         rows = payments.take(index)
         local_day = (int(rows.paid_at.min()) + schemes.IST_OFFSET_SECONDS) // DAY
@@ -320,34 +433,75 @@ def agent_collusion(rng, world: World, pool: Pool, budget: int) -> Injection:
 
 
 def _collusion_candidates(
-    world: World, pool: Pool, agent: int, far: bool, far_km: float
+    world: World, pool: Pool, homes: HomesByPeriod, agent: int, far: bool, far_km: float
 ) -> np.ndarray:
-    """Same scheme and period as a random untouched row; living nearby or `far_km`+ away."""
-    payments = pool.payments
-    free = np.flatnonzero(pool.free)
-    if len(free) == 0:
-        return pool.free
-    seed = free[(agent * 7919) % len(free)]
-    same_index = np.flatnonzero((pool.period_code == pool.period_code[seed]) & pool.free)
-    home = payments.beneficiary[same_index]
-    distance = haversine_km(
-        world.home_lat[home], world.home_lon[home], world.agent_lat[agent], world.agent_lon[agent]
-    )
-    mask = np.zeros(len(payments), bool)
-    mask[same_index[(distance > far_km) if far else (distance < 150)]] = True
-    return mask
+    """Untouched rows (ascending) of the same scheme and period as a random untouched row, of
+    beneficiaries living nearby or `far_km`+ away."""
+    if pool.free_count == 0:
+        return np.empty(0, np.int64)
+    seed = pool.nth_free((agent * 7919) % pool.free_count)
+    lat, lon = world.agent_lat[agent], world.agent_lon[agent]
+    rows, measured, distance = homes.near(pool.period_code[seed], lat, lon, far_km if far else 150)
+    chosen = np.full(len(rows), far)  # the homes not measured are farther than the limit
+    chosen[measured] = (distance > far_km) if far else (distance < 150)
+    return rows[chosen & pool.free[rows]]
+
+
+class HomesByPeriod:
+    """The rows of each scheme and period, with their beneficiaries' homes in order of latitude.
+
+    Collusion wants the rows of one period whose beneficiaries live near an agent, or far from
+    it; measuring every row of the period (a million at 10 million payments) for each group made
+    it quadratic. A home more than `km` north or south of a place is more than `km` from it, so
+    only the homes in that band of latitude need measuring.
+    """
+
+    MARGIN_DEGREES = 0.1  # about 11 km, far beyond any rounding in a measured distance
+
+    def __init__(self, world: World, pool: Pool):
+        self._world, self._beneficiary = world, pool.payments.beneficiary
+        self._rows = RowsByKey(pool.period_code)
+        self._periods: dict = {}
+
+    def near(self, period_code: int, lat: float, lon: float, km: float):
+        """The period's rows (ascending, used or not), which of them (positions) have homes
+        within about `km` north or south of the place, and those homes' distances from it; every
+        other home is more than `km` away."""
+        rows, by_latitude, latitude, longitude = self._period(period_code)
+        reach = np.degrees(km / EARTH_RADIUS_KM) + self.MARGIN_DEGREES
+        low, high = np.searchsorted(latitude, [lat - reach, lat + reach])
+        distance = haversine_km(latitude[low:high], longitude[low:high], lat, lon)
+        return rows, by_latitude[low:high], distance
+
+    def _period(self, period_code: int):
+        """The period's rows, and their homes (positions in the rows, latitude, longitude)
+        in order of latitude."""
+        if period_code not in self._periods:
+            rows = self._rows.of(period_code)
+            home = self._beneficiary[rows]
+            by_latitude = np.argsort(self._world.home_lat[home])
+            home = home[by_latitude]
+            self._periods[period_code] = (
+                rows,
+                by_latitude,
+                self._world.home_lat[home],
+                self._world.home_lon[home],
+            )
+        return self._periods[period_code]
 
 
 def payment_after_death(rng, world: World, pool: Pool, budget: int) -> Injection:
     """Instalments that keep flowing for periods that began after the beneficiary died."""
     payments, parts, used = pool.payments, [], []
+    by_beneficiary = pool.rows_by_beneficiary
     per_beneficiary = np.bincount(payments.beneficiary[pool.free], minlength=world.size)
     regulars = np.flatnonzero((per_beneficiary >= 4) & (world.death_day < 0))
     rng.shuffle(regulars)
     for beneficiary in regulars:
         if sum(len(p) for p in parts) >= budget:
             break
-        mine = np.flatnonzero((payments.beneficiary == beneficiary) & pool.free)
+        mine = by_beneficiary.of(beneficiary)
+        mine = mine[pool.free[mine]]
         if len(mine) < 4:
             continue
         times = np.sort(payments.paid_at[mine])
@@ -400,13 +554,14 @@ def ghost_beneficiary(rng, world: World, pool: Pool, budget: int) -> Injection:
     family = FAMILIES["ghost_beneficiary"]
     parts, produced = [], 0
     start_day, end_day = pool.start // DAY + 1, pool.end // DAY
+    registrar = Registrar(world)
     attempts = 0
     while produced < budget and attempts < 200:
         attempts += 1
         size = count_between(rng, *family["ghosts"])
         span = count_between(rng, *family["enrolment_days"])
         enrolled = int(rng.integers(start_day - 200, max(start_day - 199, end_day - 60)))
-        new = enrol_ghosts(rng, world, size, enrolled, span)
+        new = enrol_ghosts(rng, world, size, enrolled, span, registrar)
         months = count_between(rng, *family["months_paid"])
         rows = normal_payments(rng, world, start_day, end_day, enrolments=new)
         first = int(rows.paid_at.min()) if len(rows) else 0
@@ -420,20 +575,25 @@ def ghost_beneficiary(rng, world: World, pool: Pool, budget: int) -> Injection:
     return Injection(np.empty(0, np.int64), Payments.concat(parts or [Payments.empty()]))
 
 
-def enrol_ghosts(rng, world: World, size: int, enrolled_day: int, days: int = 2) -> np.ndarray:
+def enrol_ghosts(
+    rng,
+    world: World,
+    size: int,
+    enrolled_day: int,
+    days: int = 2,
+    registrar: Registrar | None = None,
+) -> np.ndarray:
     """Register `size` ghosts by one operator over `days` days; returns their enrolment indexes.
 
-    The ghosts share a few phones (about one for every three ghosts, at most six).
+    The ghosts share a few phones (about one for every three ghosts, at most six). Enrolling
+    group after group into one world, pass the same `Registrar` of it each time.
     """
+    registrar = Registrar(world) if registrar is None else registrar
     operator = int(rng.integers(0, len(world.operator_ids)))
-    district = (
-        int(world.district[world.operator == operator][0])
-        if (world.operator == operator).any()
-        else int(world.district[0])
-    )
+    district = registrar.district_of_operator(operator)
     first = world.size
     ids = np.array([f"B{i + 1:08d}" for i in range(first, first + size)])
-    home_pick = rng.choice(np.flatnonzero(world.district == district), size)
+    home_pick = rng.choice(registrar.residents(district), size)
     # Made-up addresses in the villages of real people nearby.
     home_lat, home_lon = scatter_on_land(
         rng, world.home_lat[home_pick], world.home_lon[home_pick], 3.0
@@ -442,8 +602,7 @@ def enrol_ghosts(rng, world: World, size: int, enrolled_day: int, days: int = 2)
     phone_count = int(rng.integers(1, min(6, max(1, size // 3)) + 1))
     phones = phone_hashes(rng.integers(6_000_000_000, 9_999_999_999, phone_count), "ghost")
     accounts = [world.new_account() for _ in range(size)]
-    _extend(
-        world,
+    registrar.append(
         beneficiary_ids=ids,
         district=np.full(size, district),
         home_lat=home_lat,
@@ -459,16 +618,13 @@ def enrol_ghosts(rng, world: World, size: int, enrolled_day: int, days: int = 2)
     )
     scheme_code = np.where(pension, schemes.OLD_AGE_PENSION, schemes.PM_KISAN)
     template = {
-        code: np.flatnonzero(
-            (world.enrolment_scheme == schemes.SCHEME_CODES.index(code))
-            & (world.district[world.enrolment_beneficiary] == district)
-        )
+        code: registrar.first_enrolment(district, schemes.SCHEME_CODES.index(code))
         for code in (schemes.OLD_AGE_PENSION, schemes.PM_KISAN)
     }
     entitlement = np.array(
         [
-            world.enrolment_entitlement[template[c][0]]
-            if len(template[c])
+            world.enrolment_entitlement[template[c]]
+            if template[c] is not None
             else (2000.0 if c == schemes.PM_KISAN else 1000.0)
             for c in scheme_code
         ]
@@ -477,19 +633,81 @@ def enrol_ghosts(rng, world: World, size: int, enrolled_day: int, days: int = 2)
         [schemes.CHANNELS.index(schemes.SCHEMES[c].channel_mix[0][0]) for c in scheme_code]
     )
     first_enrolment = len(world.enrolment_scheme)
-    world.enrolment_beneficiary = np.r_[world.enrolment_beneficiary, np.arange(first, first + size)]
-    world.enrolment_scheme = np.r_[
-        world.enrolment_scheme, [schemes.SCHEME_CODES.index(c) for c in scheme_code]
-    ].astype(np.int8)
-    world.enrolment_entitlement = np.r_[world.enrolment_entitlement, entitlement]
-    world.enrolment_channel = np.r_[world.enrolment_channel, channel].astype(np.int8)
-    world.enrolment_day = np.r_[world.enrolment_day, world.enrolled_day[first:]]
+    registrar.append(
+        enrolment_beneficiary=np.arange(first, first + size),
+        enrolment_scheme=np.array([schemes.SCHEME_CODES.index(c) for c in scheme_code], np.int8),
+        enrolment_entitlement=entitlement,
+        enrolment_channel=channel.astype(np.int8),
+        enrolment_day=world.enrolled_day[first:],
+    )
     return np.arange(first_enrolment, first_enrolment + size)
 
 
-def _extend(world: World, **arrays) -> None:
-    for name, values in arrays.items():
-        setattr(world, name, np.concatenate([getattr(world, name), np.asarray(values)]))
+class Registrar:
+    """Looks people and enrolments up in a world's registry and adds new ones (ghosts), each in
+    time proportional to what is looked up or added rather than to the registry's size.
+
+    Scanning and copying the whole registry for every group of ghosts made ghost injection
+    quadratic. The lookups are built once; people and enrolments added since are searched on
+    their own. Columns grow into spare room (a sixteenth more each time room runs out), so a
+    group's ghosts are written in place instead of copying every column.
+    """
+
+    def __init__(self, world: World):
+        self.world = world
+        self._people, self._enrolments = world.size, len(world.enrolment_scheme)
+        operator = world.operator[: self._people]
+        self._first_of_operator = np.full(len(world.operator_ids), self._people)
+        np.minimum.at(self._first_of_operator, operator, np.arange(self._people))
+        self._residents = RowsByKey(world.district[: self._people])
+        self._scheme_count = len(schemes.SCHEME_CODES)
+        key = self._enrolment_key(np.arange(self._enrolments))
+        self._first_enrolment_of = np.full(int(key.max(initial=-1)) + 1, self._enrolments)
+        np.minimum.at(self._first_enrolment_of, key, np.arange(self._enrolments))
+        self._room: dict = {}  # column name -> (the column as last set, its spare room)
+
+    def district_of_operator(self, operator: int) -> int:
+        """The district of the operator's first enrollee (the registry's first if none)."""
+        world, first = self.world, self._first_of_operator[operator]
+        if first == self._people:
+            added = np.flatnonzero(world.operator[self._people :] == operator)
+            first = self._people + added[0] if len(added) else 0
+        return int(world.district[first])
+
+    def residents(self, district: int) -> np.ndarray:
+        """The people living in a district (ascending), as np.flatnonzero(district == ...)."""
+        added = np.flatnonzero(self.world.district[self._people :] == district)
+        return np.r_[self._residents.of(district), self._people + added]
+
+    def first_enrolment(self, district: int, scheme: int) -> int | None:
+        """The first enrolment in a scheme (index into SCHEME_CODES) of someone living in a
+        district, or None."""
+        key = district * self._scheme_count + scheme
+        if key < len(self._first_enrolment_of) and self._first_enrolment_of[key] < self._enrolments:
+            return int(self._first_enrolment_of[key])
+        added = np.arange(self._enrolments, len(self.world.enrolment_scheme))
+        added = added[self._enrolment_key(added) == key]
+        return int(added[0]) if len(added) else None
+
+    def _enrolment_key(self, enrolment: np.ndarray) -> np.ndarray:
+        world = self.world
+        district = world.district[world.enrolment_beneficiary[enrolment]].astype(np.int64)
+        return district * self._scheme_count + world.enrolment_scheme[enrolment]
+
+    def append(self, **columns) -> None:
+        """Add rows at the end of some of the world's columns, of the type a concatenation
+        would give."""
+        for name, values in columns.items():
+            current, values = getattr(self.world, name), np.asarray(values)
+            last, room = self._room.get(name, (None, None))
+            length = len(current) + len(values)
+            dtype = np.result_type(current, values)
+            if current is not last or room.dtype != dtype or len(room) < length:
+                room = np.empty(length + length // 16, dtype)
+                room[: len(current)] = current
+            room[len(current) : length] = values
+            setattr(self.world, name, room[:length])
+            self._room[name] = getattr(self.world, name), room
 
 
 def _combined(parts: list[Payments], used: list[np.ndarray]) -> Injection:
