@@ -17,7 +17,9 @@ How it learns:
 4. training length is chosen on a held-out validation share with early stopping (best weights
    kept), bounded by `epochs` and by `row_budget` rows seen, so a million rows stays fast.
 
-How a row is scored:
+How a row is scored (with NumPy, from the trained layers' weights: the same arithmetic as the
+Keras model's call, so a monitor scores without importing TensorFlow, which takes seconds and
+some 650 MB; training uses the same NumPy pass for its yardsticks and threshold):
 1. each feature's squared error against the *unclipped* scaled value is divided by that feature's
    typical training error, so features normally reconstructed well count more. "Typical" is the
    mean error of the training rows below the feature's 99.9th percentile (so the rare anomalies in
@@ -66,6 +68,7 @@ import numpy as np
 from schemewatch.quiet_tensorflow import keras as quiet_keras
 
 MODEL_FILE = "autoencoder.keras"
+LAYERS_FILE = "layers.npz"  # the trained weights, for scoring without loading TensorFlow
 SCALING_FILE = "scaling.json"
 FOREST_FILE = "isolation_forest.joblib"
 SCORE_CHUNK = 65_536
@@ -129,7 +132,8 @@ class AutoencoderDetector:
 
     def __init__(self, config: AutoencoderConfig | None = None):
         self.config = config or AutoencoderConfig()
-        self.model = None
+        self.model = None  # the Keras model while fitting (None when loaded from LAYERS_FILE)
+        self.layers: list[DenseLayer] = []
         self.forest = None
         self.aggregation = self.config.aggregation
         self.center: np.ndarray | None = None
@@ -176,6 +180,7 @@ class AutoencoderDetector:
         segments = self.segments(matrix)
         self._fit_scaling(matrix, segments)
         self._fit_autoencoder(matrix, segments)
+        self.layers = dense_layers(self.model)
         self.aggregation = self.config.aggregation
         if self.aggregation == "auto":
             self.aggregation = "top2" if self.config.segment_columns else "logmean"
@@ -324,7 +329,7 @@ class AutoencoderDetector:
 
         Context columns contribute zero.
         """
-        if self.model is None:
+        if not self.layers:
             raise RuntimeError("the detector has not been fitted or loaded")
         matrix = np.asarray(matrix, dtype=np.float32).reshape(-1, len(self.center))
         segments = self.segments(matrix)
@@ -332,9 +337,7 @@ class AutoencoderDetector:
         for start in range(0, len(matrix), SCORE_CHUNK):
             rows = slice(start, start + SCORE_CHUNK)
             error = self._scaled(matrix[rows])
-            # Calling the model directly is far faster than predict() on large batches.
-            model_input = self._model_input(error, segments[rows])
-            error -= np.asarray(self.model(model_input, training=False))
+            error -= reconstruct(self.layers, self._model_input(error, segments[rows]))
             np.square(error, out=error)
             np.divide(error, self._error_scales(segments[rows]), out=out[rows])
         out[:, list(self.config.context_columns)] = 0.0
@@ -379,6 +382,7 @@ class AutoencoderDetector:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save(directory / MODEL_FILE)
+        save_layers(directory / LAYERS_FILE, self.layers)
         scaling = {
             "center": self.center.tolist(),
             "scale": self.scale.tolist(),
@@ -405,9 +409,10 @@ class AutoencoderDetector:
 
     @classmethod
     def load(cls, directory: Path) -> AutoencoderDetector:
-        """Read a detector written by `save` (also one saved before the newer settings existed)."""
-        keras = quiet_keras()
+        """Read a detector written by `save` (also one saved before the newer settings existed).
 
+        The layers' weights are read from LAYERS_FILE without TensorFlow; a model saved before
+        that file existed is read from its Keras file (importing TensorFlow)."""
         directory = Path(directory)
         scaling = json.loads((directory / SCALING_FILE).read_text())
         config = scaling["config"]
@@ -434,12 +439,71 @@ class AutoencoderDetector:
         detector.score_scaling = scaling.get("score_scaling", {})
         detector.loss_history = scaling["loss_history"]
         detector.validation_history = scaling.get("validation_history", [])
-        detector.model = keras.models.load_model(directory / MODEL_FILE)
+        if (directory / LAYERS_FILE).exists():
+            detector.layers = load_layers(directory / LAYERS_FILE)
+        else:
+            detector.layers = dense_layers(quiet_keras().models.load_model(directory / MODEL_FILE))
         if (directory / FOREST_FILE).exists():
             import joblib
 
             detector.forest = joblib.load(directory / FOREST_FILE)
         return detector
+
+
+@dataclass(frozen=True)
+class DenseLayer:
+    """One trained dense layer: outputs = activation(inputs @ kernel + bias)."""
+
+    kernel: np.ndarray  # float32, inputs x units
+    bias: np.ndarray  # float32, units
+    activation: str  # one of ACTIVATIONS
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        outputs = inputs @ self.kernel
+        outputs += self.bias
+        return np.maximum(outputs, 0, out=outputs) if self.activation == "relu" else outputs
+
+
+ACTIVATIONS = ("relu", "linear")
+
+
+def dense_layers(model) -> list[DenseLayer]:
+    """The Keras model's dense layers in order, as NumPy weights (the only layers _build makes)."""
+    layers = []
+    for layer in model.layers:
+        if not layer.weights:  # the input layer
+            continue
+        activation = getattr(layer.activation, "__name__", "")
+        if activation not in ACTIVATIONS or len(layer.weights) != 2:
+            raise ValueError(f"layer {layer.name} is not a dense layer this detector can run")
+        kernel, bias = (np.asarray(w, dtype=np.float32) for w in layer.get_weights())
+        layers.append(DenseLayer(kernel, bias, activation))
+    return layers
+
+
+def reconstruct(layers: list[DenseLayer], inputs: np.ndarray) -> np.ndarray:
+    """The autoencoder's output for the inputs (rows x features, float32)."""
+    for layer in layers:
+        inputs = layer(inputs)
+    return inputs
+
+
+def save_layers(path: Path, layers: list[DenseLayer]) -> None:
+    arrays = {}
+    for index, layer in enumerate(layers):
+        arrays[f"kernel_{index}"], arrays[f"bias_{index}"] = layer.kernel, layer.bias
+    np.savez(path, activations=np.array([layer.activation for layer in layers]), **arrays)
+
+
+def load_layers(path: Path) -> list[DenseLayer]:
+    with np.load(path, allow_pickle=False) as saved:
+        activations = [str(a) for a in saved["activations"]]
+        if any(a not in ACTIVATIONS for a in activations):
+            raise ValueError(f"{path.name} names an activation this detector cannot run")
+        return [
+            DenseLayer(saved[f"kernel_{i}"], saved[f"bias_{i}"], activation)
+            for i, activation in enumerate(activations)
+        ]
 
 
 def _aligned_empty(shape: tuple[int, int]) -> np.ndarray:

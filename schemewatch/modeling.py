@@ -2,7 +2,8 @@
 
 Layout of the model directory:
     modeling/current.json              {"version": "..."}: the model the monitor uses
-    modeling/<version>/autoencoder.keras
+    modeling/<version>/autoencoder.keras  (the trained Keras model)
+    modeling/<version>/layers.npz         (its weights, which scoring runs with NumPy)
     modeling/<version>/scaling.json
     modeling/<version>/model_card.json
     modeling/<version>/reranker.joblib   (only once auditors' dispositions allow one)

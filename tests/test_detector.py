@@ -1,6 +1,8 @@
 """Generic contract checks for the detector interface, on small synthetic matrices."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -71,6 +73,41 @@ def test_save_and_load_round_trip_gives_the_same_scores(fitted, data, tmp_path):
         loaded.contributions(data[1]), fitted.contributions(data[1]), rtol=1e-6
     )
     assert loaded.config == fitted.config and loaded.forest is not None
+
+
+def test_numpy_scoring_is_the_keras_models_own_arithmetic(fitted, data):
+    rows = np.vstack([data[0][:500], data[1]])
+    inputs = fitted._model_input(fitted._scaled(rows), fitted.segments(rows))
+    by_keras = np.asarray(fitted.model(inputs, training=False))
+    by_numpy = detector_module.reconstruct(fitted.layers, inputs)
+    np.testing.assert_allclose(by_numpy, by_keras, rtol=1e-4, atol=1e-5)
+    assert len(fitted.layers) == 2 * len(CONFIG.hidden)
+    assert [layer.activation for layer in fitted.layers][-1] == "linear"
+
+
+def test_a_saved_detector_scores_without_importing_tensorflow(fitted, data, tmp_path):
+    fitted.save(tmp_path / "model")
+    np.save(tmp_path / "rows.npy", data[1])
+    script = (
+        "import sys, numpy as np\n"
+        "from schemewatch.detector import AutoencoderDetector\n"
+        "folder = sys.argv[1]\n"
+        "d = AutoencoderDetector.load(folder + '/model')\n"
+        "np.save(folder + '/scores.npy', d.score(np.load(folder + '/rows.npy')))\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["False", "False"]
+    np.testing.assert_allclose(np.load(tmp_path / "scores.npy"), fitted.score(data[1]), rtol=1e-6)
+
+
+def test_a_model_saved_before_its_layers_file_is_read_from_its_keras_file(fitted, data, tmp_path):
+    fitted.save(tmp_path / "model")
+    (tmp_path / "model" / detector_module.LAYERS_FILE).unlink()
+    loaded = AutoencoderDetector.load(tmp_path / "model")
+    np.testing.assert_allclose(loaded.score(data[1]), fitted.score(data[1]), rtol=1e-6)
 
 
 def test_contributions_explain_the_autoencoder_part(fitted, data):
