@@ -130,6 +130,8 @@ def link_new_alerts(conn, version: str, limits: LinkLimits = LinkLimits()) -> in
             return 0
         if limits.camp_days is not None or len(new) > INCREMENTAL_MOST:
             alerts = _frame(store.alerts_for_linking(conn, version))
+        elif not store.has_alert_cases(conn, version):
+            alerts = new.sort_values("transaction_id", ignore_index=True)  # none to link to yet
         else:
             alerts = pd.concat([new, _frame(_neighbours(conn, version, new, limits))])
             alerts = alerts.sort_values("transaction_id", ignore_index=True)

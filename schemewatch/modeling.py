@@ -66,11 +66,10 @@ def load_registry(conn, beneficiary_ids=None) -> features.Registry:
     for a few, the store counts them per beneficiary: the same values either way.
     """
     if beneficiary_ids is None:
+        entitlements = store.start_all_entitlements_read(conn)  # read while the rest is done
         records = store.beneficiary_records(conn)
         context = pd.concat([records, enrolment_counts.registry_counts(records)], axis=1)
-        return features.build_registry(
-            context[list(features.REGISTRY_COLUMNS)], store.all_entitlements(conn)
-        )
+        return features.build_registry(context[list(features.REGISTRY_COLUMNS)], entitlements())
     context = pd.DataFrame(
         store.registry_context(conn, beneficiary_ids), columns=list(features.REGISTRY_COLUMNS)
     )

@@ -73,6 +73,9 @@ class Monitor:
         self.model: modeling.LoadedModel | None = None
         self.tail = history.Tail()
         self.tail_through = -1
+        # Scored batches wait here until the next batch needs the tail: the last batch of a
+        # backfill is never added (a quarter of a million rows' hashes and pruning saved).
+        self.awaiting_tail: list[pd.DataFrame] = []
 
     def _ensure_model(self, version: str) -> modeling.LoadedModel:
         if self.model is None or self.model.version != version:
@@ -83,7 +86,7 @@ class Monitor:
     def _prepare_history(self, cursor: int) -> None:
         """Stream the rows already scored into the tail, chunk by chunk (once per model version)."""
         if self.tail_through != cursor:
-            self.tail = history.Tail()
+            self.tail, self.awaiting_tail = history.Tail(), []
             for rows in history.read_chunks(self.db_path, 0, cursor, self.chunk_size):
                 self.tail.add(rows)
             self.tail.settle()
@@ -98,13 +101,20 @@ class Monitor:
             return
         rows = store.transactions_for_scoring(self.db_path, max(cursor - WARM_UP_ROWS, 0), cursor)
         if len(rows):
-            needed = history.needed_history(self.conn, self.tail, rows, cursor)
+            needed = history.needed_history(self.conn, self._full_tail(), rows, cursor)
             matrix = features.compute_features(rows, self._registry_for(rows, needed), needed)
             _judge(rows, matrix, self.model, self.model.threshold)
 
     def _needed_history(self, batch: pd.DataFrame) -> pd.DataFrame | None:
         """Earlier rows the batch's feature windows reach: from the tail, else from the store."""
-        return history.needed_history(self.conn, self.tail, batch, self.tail_through)
+        return history.needed_history(self.conn, self._full_tail(), batch, self.tail_through)
+
+    def _full_tail(self) -> history.Tail:
+        """The tail with every scored batch added."""
+        for rows in self.awaiting_tail:
+            self.tail.add(rows)
+        self.awaiting_tail.clear()
+        return self.tail
 
     def tick(self) -> TickResult:
         """Score the next pending transactions (at most batch_size), chunk by chunk."""
@@ -157,7 +167,7 @@ class Monitor:
                     alerts += writing.result()
                 writing = writer.submit(self._score_and_write, batch, matrix, model, connection)
                 scored += len(batch)
-                self.tail.add(batch)
+                self.awaiting_tail.append(batch)
                 self.tail_through = int(batch["transaction_id"].max())
             if writing is not None:
                 alerts += writing.result()

@@ -53,6 +53,12 @@ def has_unlinked_alerts(conn, version: str) -> bool:
     return conn.execute(sql, (version,)).fetchone() is not None
 
 
+def has_alert_cases(conn, version: str) -> bool:
+    """True when some alert of this model version is already in a case."""
+    sql = f"SELECT 1 FROM {ALERT_CASES} WHERE model_version = ? LIMIT 1"
+    return conn.execute(sql, (version,)).fetchone() is not None
+
+
 def alerts_for_linking(conn, version: str) -> list[tuple]:
     """Every alert of a model version with what links it (LINK_COLUMNS), by transaction id."""
     return [tuple(r) for r in conn.execute(_alerts_sql(" ORDER BY t.transaction_id"), (version,))]

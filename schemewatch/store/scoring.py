@@ -76,6 +76,7 @@ def start_read_in_subprocess(path: Path | str, sql: str, params: tuple = ()):
     import json
     import subprocess
     import sys
+    import threading
 
     if engine.is_postgres_url(path):
         return engine.start_arrow_read(path, sql, params)
@@ -91,9 +92,17 @@ def start_read_in_subprocess(path: Path | str, sql: str, params: tuple = ()):
     child.stdin.write(json.dumps({"sql": sql, "params": list(params)}).encode())
     child.stdin.close()
     child.stdin = None  # so communicate() does not touch it again
+    # The child's output is taken as it comes, on a thread of ours: a pipe holds 64 KB, so a
+    # child whose output nobody reads waits, and the caller would wait for the whole transfer.
+    taken: list[tuple[bytes, bytes]] = []
+    taking = threading.Thread(target=lambda: taken.append(child.communicate()), daemon=True)
+    taking.start()
 
     def finish():
-        output, errors = child.communicate()
+        taking.join()
+        if not taken:
+            raise DatabaseError(f"cannot read {path}: the reading process's output was lost")
+        output, errors = taken[0]
         if child.returncode != 0:
             last_line = (errors.decode(errors="replace").strip().splitlines() or ["?"])[-1]
             raise DatabaseError(f"cannot read {path}: {last_line}")
@@ -246,7 +255,9 @@ def beneficiary_records(conn) -> pd.DataFrame:
     """Every beneficiary's home, death, phone and enrolment (BENEFICIARY_RECORD_COLUMNS; None
     where unknown): what the registry's counts are computed from in one pass, instead of four
     correlated subqueries a beneficiary (registry_context, kept for a few at a time)."""
-    return _whole_table(conn, BENEFICIARIES, BENEFICIARY_RECORD_COLUMNS, _NULLABLE_RECORD_TEXT)
+    return _start_whole_table_read(
+        conn, BENEFICIARIES, BENEFICIARY_RECORD_COLUMNS, _NULLABLE_RECORD_TEXT
+    )()
 
 
 _NULLABLE_RECORD_TEXT = ("date_of_death", "phone_hash", "enrolled_by", "enrolled_on")
@@ -257,11 +268,18 @@ ENTITLEMENT_COLUMNS = ("beneficiary_id", "scheme", "entitlement")
 
 def all_entitlements(conn) -> pd.DataFrame:
     """(beneficiary_id, scheme, entitlement) of every enrolment, as a DataFrame."""
-    return _whole_table(conn, ENROLMENTS, ENTITLEMENT_COLUMNS)
+    return start_all_entitlements_read(conn)()
 
 
-def _whole_table(conn, table: str, columns: tuple, nullable_text: tuple = ()) -> pd.DataFrame:
-    """Some columns of every row of a table as a DataFrame: through Arrow in a child process
+def start_all_entitlements_read(conn):
+    """Begin reading all_entitlements (in a child process); call the result for the DataFrame."""
+    return _start_whole_table_read(conn, ENROLMENTS, ENTITLEMENT_COLUMNS)
+
+
+def _start_whole_table_read(conn, table: str, columns: tuple, nullable_text: tuple = ()):
+    """Begin reading some columns of every row of a table; call the result for a DataFrame.
+
+    Through Arrow in a child process
     when the database is a file or a server (no Python object per value: 2 million
     beneficiaries read as tuples took 5 s and 1.2 GB), else row by row. Nullable text is read
     as '' and turned back into a missing value, as ADBC infers a column's type from its first
@@ -271,9 +289,11 @@ def _whole_table(conn, table: str, columns: tuple, nullable_text: tuple = ()) ->
     location = location_of(conn)
     if location is None:
         sql = f"SELECT {', '.join(columns)} FROM {table}"
-        return pd.DataFrame([tuple(r) for r in conn.execute(sql)], columns=list(columns))
+        frame = pd.DataFrame([tuple(r) for r in conn.execute(sql)], columns=list(columns))
+        return lambda: frame
     sql = f"SELECT {', '.join(_select_list(columns, nullable_text))} FROM {table}"
-    return _with_missing_values(start_read_in_subprocess(location, sql)(), nullable_text)
+    reading = start_read_in_subprocess(location, sql)
+    return lambda: _with_missing_values(reading(), nullable_text)
 
 
 def location_of(conn):
