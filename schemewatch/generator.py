@@ -152,7 +152,12 @@ def generate(
     started = time.perf_counter()
     check_empty(conn)
     world, plan = plan_payments(seed, transactions, anomaly_rate, end_date)
-    with store.write_transaction(conn), store.bulk_load(conn):
+    # The payments' references are to the world written just before them, in the same commit.
+    with (
+        store.without_foreign_key_lookups(conn),
+        store.write_transaction(conn),
+        store.bulk_load(conn),
+    ):
         write_world(conn, world, end_day=day_number(end_date))
         write_payments(conn, world, plan, first_id=1, progress=progress)
         store.set_metadata(conn, "generator_seed", str(seed))

@@ -1,4 +1,5 @@
 import hashlib
+import sqlite3
 import subprocess
 from datetime import date
 
@@ -149,6 +150,45 @@ def test_shared_account_rings_pay_many_beneficiaries_into_one_account(conn):
         "GROUP BY t.account_id"
     ).fetchall()
     assert max(s[0] for s in sizes) >= 5
+
+
+def test_every_reference_of_a_generated_database_resolves(conn):
+    """The generator writes without per-row foreign-key lookups: its references must hold."""
+    unresolved = {
+        "payment's beneficiary": f"SELECT COUNT(*) FROM {store.TRANSACTIONS} t "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {store.BENEFICIARIES} b "
+        "WHERE b.beneficiary_id = t.beneficiary_id)",
+        "enrolment's beneficiary": f"SELECT COUNT(*) FROM {store.ENROLMENTS} e "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {store.BENEFICIARIES} b "
+        "WHERE b.beneficiary_id = e.beneficiary_id)",
+        "label's payment": f"SELECT COUNT(*) FROM {store.GROUND_TRUTH} g "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {store.TRANSACTIONS} t "
+        "WHERE t.transaction_id = g.transaction_id)",
+    }
+    for what, sql in unresolved.items():
+        assert conn.execute(sql).fetchone()[0] == 0, what
+    assert conn.execute(f"SELECT COUNT(*) FROM {store.GROUND_TRUTH}").fetchone()[0] > 0
+
+
+def test_the_generator_leaves_foreign_keys_checked_and_every_index_built(empty_conn):
+    generator.generate(empty_conn, transactions=500, seed=2)
+    if not store.is_postgres(empty_conn):
+        assert empty_conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        names = {
+            row[0]
+            for row in empty_conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+        for wanted in (
+            "idx_transactions_beneficiary_paid_at",
+            "idx_beneficiaries_phone",
+            "idx_beneficiaries_operator",
+            "idx_beneficiaries_state_district",
+        ):
+            assert wanted in names
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            empty_conn.execute(
+                f"INSERT INTO {store.ENROLMENTS} VALUES ('nobody', 'PM_KISAN', 1.0, NULL)"
+            )
 
 
 def test_generator_refuses_a_database_that_already_has_data(conn):

@@ -191,6 +191,7 @@ from schemewatch.store.schema import (  # noqa: F401
     schema_version,
     table_names,
     utc_iso,
+    without_foreign_key_lookups,
     write_transaction,
 )
 from schemewatch.store.scoring import (  # noqa: F401

@@ -141,6 +141,16 @@ _OTHER_INDEXES = {
 }
 
 
+# Created by a later migration (_migration_districts_index), dropped and rebuilt by bulk loads.
+_DISTRICTS_INDEX = {"idx_beneficiaries_state_district": f"{BENEFICIARIES}(state, district)"}
+# Rebuilt once after a bulk load instead of updated row by row.
+_REGISTRY_INDEXES = {
+    name: target
+    for name, target in {**_OTHER_INDEXES, **_DISTRICTS_INDEX}.items()
+    if target.startswith(BENEFICIARIES)
+}
+
+
 def _create_indexes(conn: sqlite3.Connection) -> None:
     for name, columns in _TRANSACTION_INDEXES.items():
         conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {TRANSACTIONS}{columns}")
@@ -597,10 +607,8 @@ def _migration_districts_index(conn: sqlite3.Connection) -> None:
     # The dashboard's district filter lists the (state, district) pairs of the registry: read
     # from this index a pair at a time (store/dashboard.py) instead of every beneficiary (2.4 s
     # at 2 million).
-    conn.execute(
-        "CREATE INDEX IF NOT EXISTS idx_beneficiaries_state_district "
-        f"ON {BENEFICIARIES}(state, district)"
-    )
+    for name, target in _DISTRICTS_INDEX.items():
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {target}")
 
 
 ALERT_OVERVIEW = "alert_overview"
@@ -788,6 +796,22 @@ def migrate(conn: sqlite3.Connection) -> int:
             apply(conn)
             _record_schema_version(conn, version)
     return schema_version(conn)
+
+
+@contextmanager
+def without_foreign_key_lookups(conn) -> Iterator[None]:
+    """For writes whose references hold by construction (ids just read from, or just written
+    to, the tables they refer to): SQLite skips the per-row lookup that checks them (a fifth of
+    a backfill's writing; 1.4 s of a 1,000,000-row generation). PostgreSQL keeps its checks.
+    Use outside a transaction: SQLite ignores the setting inside one."""
+    sqlite = not engine.is_postgres(conn)
+    if sqlite:
+        conn.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        if sqlite:
+            conn.execute("PRAGMA foreign_keys=ON")
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from schemewatch.store.schema import (
     _insert_sql,
     connect,
     rows_by_ids,
+    without_foreign_key_lookups,
     write_transaction,
 )
 
@@ -353,19 +354,12 @@ def record_scores(conn: sqlite3.Connection, rows, summary, rule_hits=(), claim=N
     the primary key still refuses a second score. A worker's `claim` is marked done in the
     same commit (store/claims.py).
     """
-    sqlite = not engine.is_postgres(conn)  # PostgreSQL keeps its foreign-key checks
-    if sqlite:
-        conn.execute("PRAGMA foreign_keys=OFF")
-    try:
-        with write_transaction(conn):
-            if claim is not None:  # first: a claim taken over writes nothing
-                finish_claim(conn, claim)
-            insert_scores(conn, rows)
-            add_to_summary(conn, summary)
-            insert_rule_hits(conn, rule_hits)
-    finally:
-        if sqlite:
-            conn.execute("PRAGMA foreign_keys=ON")
+    with without_foreign_key_lookups(conn), write_transaction(conn):
+        if claim is not None:  # first: a claim taken over writes nothing
+            finish_claim(conn, claim)
+        insert_scores(conn, rows)
+        add_to_summary(conn, summary)
+        insert_rule_hits(conn, rule_hits)
 
 
 def add_to_summary(conn, rows) -> None:
