@@ -154,6 +154,7 @@ def generate(
     world, plan = plan_payments(seed, transactions, anomaly_rate, end_date)
     # The payments' references are to the world written just before them, in the same commit.
     with (
+        store.written_in_place(conn),
         store.without_foreign_key_lookups(conn),
         store.write_transaction(conn),
         store.bulk_load(conn),

@@ -170,10 +170,11 @@ def test_every_reference_of_a_generated_database_resolves(conn):
     assert conn.execute(f"SELECT COUNT(*) FROM {store.GROUND_TRUTH}").fetchone()[0] > 0
 
 
-def test_the_generator_leaves_foreign_keys_checked_and_every_index_built(empty_conn):
+def test_the_generator_leaves_wal_foreign_keys_and_every_index_in_place(empty_conn):
     generator.generate(empty_conn, transactions=500, seed=2)
     if not store.is_postgres(empty_conn):
         assert empty_conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert empty_conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         names = {
             row[0]
             for row in empty_conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")

@@ -193,6 +193,7 @@ from schemewatch.store.schema import (  # noqa: F401
     utc_iso,
     without_foreign_key_lookups,
     write_transaction,
+    written_in_place,
 )
 from schemewatch.store.scoring import (  # noqa: F401
     BENEFICIARY_RECORD_COLUMNS,

@@ -799,6 +799,26 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 
 @contextmanager
+def written_in_place(conn) -> Iterator[None]:
+    """For filling a new database: SQLite writes pages straight into the file (a rollback
+    journal, which keeps only the few pages that existed before) instead of into the WAL and
+    then again into the file at the checkpoint; back to WAL afterwards. Only when no other
+    connection has the file open (else it stays in WAL). PostgreSQL: nothing changes."""
+    if engine.is_postgres(conn):
+        yield
+        return
+    try:
+        switched = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+    except sqlite3.OperationalError:  # another connection holds the file
+        switched = False
+    try:
+        yield
+    finally:
+        if switched:
+            conn.execute("PRAGMA journal_mode=WAL")
+
+
+@contextmanager
 def without_foreign_key_lookups(conn) -> Iterator[None]:
     """For writes whose references hold by construction (ids just read from, or just written
     to, the tables they refer to): SQLite skips the per-row lookup that checks them (a fifth of
