@@ -39,5 +39,16 @@ def main() -> None:
         writer.write_table(table)
 
 
+def run() -> int:
+    """main(), with a failure told as one line (the parent shows the last line it reads)."""
+    try:
+        main()
+    except Exception as exc:  # noqa: BLE001 - any failure becomes the parent's one clear error
+        reason = " ".join(str(exc).split("\n", 1)[0].split())
+        print(f"{type(exc).__name__}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run())

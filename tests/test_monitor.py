@@ -615,6 +615,20 @@ def test_a_damaged_stream_from_the_reading_process_is_one_clear_error():
             store.scoring.arrow_stream_table(damaged, "x.db")
 
 
+def test_a_failed_read_in_the_reading_process_is_one_clear_error(scored_copy):
+    from schemewatch.errors import DatabaseError
+
+    db, _ = scored_copy
+    sql = f"SELECT no_such_column FROM {store.TRANSACTIONS} WHERE transaction_id > ?"
+    with pytest.raises(DatabaseError) as caught:
+        store.start_read_in_subprocess(db, sql, (1,))()
+    message = str(caught.value)
+    assert message.startswith(f"cannot read {db}: ") and "no_such_column" in message
+    assert "\n" not in message and "Traceback" not in message
+    read = store.start_read_in_subprocess(db, sql.replace("no_such_column", "COUNT(*) AS n"), (1,))
+    assert read()["n"].tolist() == [6_000 - 1]
+
+
 def test_a_monitor_waits_out_a_database_another_writer_holds_and_loses_nothing(scored_copy):
     from schemewatch.live_feed import LiveFeed
 
