@@ -36,6 +36,10 @@ from schemewatch.schemes import DAY, IST_OFFSET_SECONDS
 BACKFILL_BATCH = 2_000_000
 WARM_UP_ROWS = 200  # rows a ready monitor runs through once, about one live tick's
 FULL_REGISTRY_ROWS = 50_000
+# SQLite's page cache of each of the monitor's two connections: scores are appended in id order
+# (only the right edge of each B-tree is written) and history is read a few rows a key, so a
+# small cache does; two of the default 256 MB were a quarter of a 3M backfill's memory.
+MONITOR_CACHE_KIB = 32_768
 WRITE_CHUNK = 100_000
 CLAIM_ROWS = 50_000  # ids a worker claims at a time (PostgreSQL)
 CLAIM_SECONDS = 300.0  # a claim not done by then is taken over by another worker
@@ -68,7 +72,9 @@ class Monitor:
         self.model_dir = Path(model_dir)
         self.batch_size = batch_size
         self.chunk_size = chunk_size
-        self.conn = store.open_database(self.db_path, busy_timeout_ms=busy_timeout_ms)
+        self.conn = store.open_database(
+            self.db_path, busy_timeout_ms=busy_timeout_ms, cache_kib=MONITOR_CACHE_KIB
+        )
         self.rules = EnabledRules(self.db_path)  # auditors' rules, run on every scored chunk
         self.model: modeling.LoadedModel | None = None
         self.tail = history.Tail()
@@ -131,7 +137,10 @@ class Monitor:
         # connection stays in its thread) while the next chunk's features are computed here.
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writing")
         connection = writer.submit(
-            store.connect, self.db_path, busy_timeout_ms=self.busy_timeout_ms
+            store.connect,
+            self.db_path,
+            busy_timeout_ms=self.busy_timeout_ms,
+            cache_kib=MONITOR_CACHE_KIB,
         ).result()
         try:
             # The first chunk is read in a child (and, for a backfill, the whole registry on the

@@ -709,10 +709,12 @@ def connect(
     readonly: bool = False,
     busy_timeout_ms: int = 10_000,
     new_file_mode: int = NEW_DATABASE_MODE,
+    cache_kib: int | None = None,
 ):
     """Open the database with WAL, busy timeout, foreign keys and Row results.
 
     A database file that does not exist yet is created with `new_file_mode` (owner-only 0600).
+    `cache_kib`: SQLite's page cache (default READER_CACHE_KIB or WRITER_CACHE_KIB).
     A postgresql:// URL opens a PostgreSQL database instead (store/engine.py).
     """
     if engine.is_postgres_url(path):
@@ -732,7 +734,8 @@ def connect(
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(f"PRAGMA cache_size={-(READER_CACHE_KIB if readonly else WRITER_CACHE_KIB)}")
+        cache_kib = cache_kib or (READER_CACHE_KIB if readonly else WRITER_CACHE_KIB)
+        conn.execute(f"PRAGMA cache_size={-int(cache_kib)}")
         # Fewer, larger checkpoints: bulk writes (backfill, generator) spend less time in fsync.
         conn.execute("PRAGMA wal_autocheckpoint=16384")
         # Index builds (bulk loads) may sort on a second core.
@@ -743,9 +746,11 @@ def connect(
     return conn
 
 
-def open_database(path: Path | str, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
+def open_database(
+    path: Path | str, *, busy_timeout_ms: int = 10_000, cache_kib: int | None = None
+) -> sqlite3.Connection:
     """Connect for writing and bring the schema up to date."""
-    conn = connect(path, busy_timeout_ms=busy_timeout_ms)
+    conn = connect(path, busy_timeout_ms=busy_timeout_ms, cache_kib=cache_kib)
     migrate(conn)
     return conn
 
