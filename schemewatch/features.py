@@ -177,9 +177,9 @@ def compute_features(
     # Someone with no earlier payout has no habit to depart from yet: km_from_home speaks for them.
     row["km_from_home_or_usual_payout"] = np.where(has_habit, near_home_or_habit, 0.0)[pick]
     by_beneficiary = partial(
-        _beneficiary_windows, frame, codes, entitlement, order, same, scheme_order
+        _beneficiary_windows, frame, codes, entitlement, order, same, scheme_order, pick
     )
-    by_account_and_agent = partial(_account_and_agent, frame, codes, near_home_or_habit)
+    by_account_and_agent = partial(_account_and_agent, frame, codes, near_home_or_habit, pick)
     if len(frame) >= PARALLEL_ROWS:
         # The two groups are independent, and numpy sorts without holding the interpreter.
         with ThreadPoolExecutor(max_workers=1) as helper:
@@ -191,8 +191,25 @@ def compute_features(
     # Column-major on purpose: the detector reads it in row chunks, copying each chunk once.
     matrix = np.empty((len(pick), len(FEATURE_NAMES)), np.float32, order="F")
     for index, name in enumerate(FEATURE_NAMES):
-        matrix[:, index] = row[name] if name in row else every_row[name][pick]
+        matrix[:, index] = row[name] if name in row else every_row[name]
     return matrix
+
+
+class _BatchRows(dict):
+    """Feature values of the batch's rows only: each array computed over the batch and its
+    history is cut to the batch's rows as it is stored, so the history's values of every
+    feature are never held at once (a few hundred MB a chunk at millions of rows)."""
+
+    def __init__(self, pick: np.ndarray):
+        super().__init__()
+        self.pick = pick
+        self.in_order = np.array_equal(pick, np.arange(len(pick)))
+
+    def __setitem__(self, name: str, values: np.ndarray) -> None:
+        values = np.asarray(values)
+        if not (self.in_order and len(values) == len(self.pick)):  # else: every row, in order
+            values = values[self.pick]
+        super().__setitem__(name, values)
 
 
 def _positions_of(batch: pd.DataFrame, frame: pd.DataFrame) -> np.ndarray:
@@ -347,14 +364,14 @@ def _window_counts(keys, paid_at, amount, window: int, order=None) -> tuple[np.n
 
 
 def _beneficiary_windows(
-    frame: pd.DataFrame, codes: _Codes, entitlement: np.ndarray, order, same, scheme_order
-) -> dict:
+    frame: pd.DataFrame, codes: _Codes, entitlement: np.ndarray, order, same, scheme_order, pick
+) -> _BatchRows:
     """Windows over the beneficiary's own payments; `same`: row in `order` has the previous's id;
-    `scheme_order`: rows by (beneficiary, scheme), then time."""
+    `scheme_order`: rows by (beneficiary, scheme), then time; `pick`: the batch's rows."""
     paid_at = frame["paid_at"].to_numpy(np.int64)
     amount = frame["amount"].to_numpy(float)
     beneficiary = codes.beneficiary
-    out = {}
+    out = _BatchRows(pick)
     # Per scheme: a pension and a crop instalment drawn in one visit are everyday; the same
     # scheme paid again within hours or days is not.
     beneficiary_scheme = beneficiary * len(codes.schemes) + codes.scheme
@@ -452,7 +469,9 @@ def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
 
 
-def _account_and_agent(frame: pd.DataFrame, codes: _Codes, km_from_habit: np.ndarray) -> dict:
+def _account_and_agent(
+    frame: pd.DataFrame, codes: _Codes, km_from_habit: np.ndarray, pick
+) -> _BatchRows:
     paid_at = frame["paid_at"].to_numpy(np.int64)
     beneficiary = codes.beneficiary
     account = codes.account
@@ -462,7 +481,8 @@ def _account_and_agent(frame: pd.DataFrame, codes: _Codes, km_from_habit: np.nda
     has_agent = codes.has_agent
     agent = codes.agent
     agent_order = _grouped_order(agent, paid_at)
-    out = {"log_beneficiaries_on_account": np.log1p(distinct)}
+    out = _BatchRows(pick)
+    out["log_beneficiaries_on_account"] = np.log1p(distinct)
     night = hours_into_night(schemes.local_hours(paid_at))
     short = AGENT_WINDOWS["10min"]
     counts, night_sum = _window_counts(agent, paid_at, night, short, agent_order)
