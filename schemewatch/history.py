@@ -192,6 +192,10 @@ class _Part:
             order = np.argsort(getattr(self.hashes, field), kind="stable")
             self._sorted[field] = (order, getattr(self.hashes, field)[order])
         order, ordered = self._sorted[field]
+        # Sorted needles: numpy's binary search starts each from where the previous one ended,
+        # instead of a random walk through millions of hashes for each (most of finding a
+        # chunk's history at 10 million rows).
+        values = np.sort(values)
         first = np.searchsorted(ordered, values, side="left")
         counts = np.searchsorted(ordered, values, side="right") - first
         found = np.zeros(len(order), bool)
@@ -349,7 +353,9 @@ class Tail:
         late = paid_at < self.horizon + LONGEST_WINDOW
         if len(self.dropped_periods):
             keys = self._hashes(batch).period
-            found = np.searchsorted(self.dropped_periods, keys)
+            by_key = np.argsort(keys)  # sorted needles search faster (see _Part.rows_with)
+            found = np.empty(len(keys), np.int64)
+            found[by_key] = np.searchsorted(self.dropped_periods, keys[by_key])
             found = np.minimum(found, len(self.dropped_periods) - 1)
             late |= self.dropped_periods[found] == keys
         return late
