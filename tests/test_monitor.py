@@ -615,6 +615,32 @@ def test_a_damaged_stream_from_the_reading_process_is_one_clear_error():
             store.scoring.arrow_stream_table(damaged, "x.db")
 
 
+def test_backfill_ticks_keep_the_whole_registry_until_it_changes(scored_copy, monkeypatch):
+    from schemewatch import monitor as monitor_module
+
+    db, models = scored_copy
+    monkeypatch.setattr(monitor_module, "FULL_REGISTRY_ROWS", 0)  # every tick: whole registry
+    loads = []
+    real_load = modeling.load_registry
+
+    def load_registry(conn, beneficiary_ids=None):
+        loads.append(beneficiary_ids)
+        return real_load(conn, beneficiary_ids)
+
+    monkeypatch.setattr(modeling, "load_registry", load_registry)
+    watching = Monitor(db, models, batch_size=2_000, chunk_size=1_000)
+    assert watching.tick().scored == 2_000 and watching.tick().scored == 2_000
+    assert loads == [None]  # the second tick used the first one's
+    conn = store.open_database(db)
+    person = conn.execute(f"SELECT beneficiary_id FROM {store.BENEFICIARIES}").fetchone()[0]
+    with store.write_transaction(conn):
+        store.mark_deceased(conn, person, "2026-01-01")
+    conn.close()
+    assert watching.tick().scored == 2_000
+    assert loads == [None, None]  # a death was registered: loaded again
+    assert watching.whole_registry[1].beneficiaries.loc[person, "death_time"] > 0
+
+
 def test_a_failed_read_in_the_reading_process_is_one_clear_error(scored_copy):
     from schemewatch.errors import DatabaseError
 

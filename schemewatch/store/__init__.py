@@ -102,6 +102,7 @@ from schemewatch.store.ingest import (  # noqa: F401
     next_transaction_id,
     paid_in_periods,
     registered_beneficiaries,
+    registry_changes,
     set_metadata,
     stored_payments_by_external_id,
     stored_payments_by_transaction_id,

@@ -46,14 +46,36 @@ def get_metadata(conn: sqlite3.Connection, key: str) -> str | None:
     return None if row is None else row[0]
 
 
+# Counts the writes to the registry (beneficiaries, enrolments, deaths): every one goes through
+# this module and adds one in the same commit, so a reader that kept the whole registry knows
+# whether it is still the registry stored.
+REGISTRY_CHANGES = "registry_changes"
+
+
+def registry_changes(conn) -> str:
+    """How many times the registry has been written to (a value to compare, nothing more)."""
+    return get_metadata(conn, REGISTRY_CHANGES) or "0"
+
+
+def _count_registry_change(conn) -> None:
+    conn.execute(
+        _insert_sql(METADATA, ("key", "value"))
+        + f" ON CONFLICT (key) DO UPDATE SET value = CAST(CAST({METADATA}.value AS INTEGER) + 1"
+        " AS TEXT)",
+        (REGISTRY_CHANGES, "1"),
+    )
+
+
 def insert_beneficiaries(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
     """Insert beneficiary registry rows (tuples in BENEFICIARY_COLUMNS order)."""
     conn.executemany(_insert_sql(BENEFICIARIES, BENEFICIARY_COLUMNS), rows)
+    _count_registry_change(conn)
 
 
 def insert_enrolments(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
     """Insert scheme enrolments (tuples in ENROLMENT_COLUMNS order)."""
     conn.executemany(_insert_sql(ENROLMENTS, ENROLMENT_COLUMNS), rows)
+    _count_registry_change(conn)
 
 
 def insert_agents(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
@@ -266,6 +288,7 @@ def mark_deceased(conn: sqlite3.Connection, beneficiary_id: str, date_of_death: 
         "WHERE beneficiary_id = ?",
         (date_of_death, beneficiary_id),
     )
+    _count_registry_change(conn)
 
 
 def max_group_number(conn: sqlite3.Connection) -> int:
