@@ -175,6 +175,8 @@ def test_the_generator_leaves_wal_foreign_keys_and_every_index_in_place(empty_co
     if not store.is_postgres(empty_conn):
         assert empty_conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert empty_conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        cache = empty_conn.execute("PRAGMA cache_size").fetchone()[0]
+        assert cache == -store.WRITER_CACHE_KIB  # the index builds' small cache was put back
         names = {
             row[0]
             for row in empty_conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
