@@ -309,7 +309,7 @@ class AutoencoderDetector:
             index[segments == segment] = position
         return table[index]
 
-    def _build(self, width: int):
+    def _build(self, width: int, *, for_training: bool = True):
         keras = quiet_keras()
 
         hidden = self.config.hidden or layer_sizes(width)
@@ -321,6 +321,8 @@ class AutoencoderDetector:
             layer = keras.layers.Dense(units, activation="relu")(layer)
         outputs = keras.layers.Dense(width)(layer)
         model = keras.Model(inputs, outputs)
+        if not for_training:
+            return model
         model.compile(optimizer=keras.optimizers.Adam(self.config.learning_rate), loss="mse")
         return model
 
@@ -381,7 +383,7 @@ class AutoencoderDetector:
         """Write the model (native .keras), its scaling and any Isolation Forest to a folder."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.model.save(directory / MODEL_FILE)
+        self._keras_model().save(directory / MODEL_FILE)
         save_layers(directory / LAYERS_FILE, self.layers)
         scaling = {
             "center": self.center.tolist(),
@@ -406,6 +408,13 @@ class AutoencoderDetector:
             import joblib
 
             joblib.dump(self.forest, directory / FOREST_FILE)
+
+    def _keras_model(self):
+        """The Keras model: the one fitted, or (after `load`) one built with the saved weights."""
+        if self.model is None:
+            self.model = self._build(len(self.center), for_training=False)
+            self.model.set_weights([w for layer in self.layers for w in (layer.kernel, layer.bias)])
+        return self.model
 
     @classmethod
     def load(cls, directory: Path) -> AutoencoderDetector:

@@ -103,6 +103,14 @@ def test_a_saved_detector_scores_without_importing_tensorflow(fitted, data, tmp_
     np.testing.assert_allclose(np.load(tmp_path / "scores.npy"), fitted.score(data[1]), rtol=1e-6)
 
 
+def test_a_loaded_detector_saves_again_and_scores_the_same(fitted, data, tmp_path):
+    fitted.save(tmp_path / "first")
+    AutoencoderDetector.load(tmp_path / "first").save(tmp_path / "again")
+    (tmp_path / "again" / detector_module.LAYERS_FILE).unlink()  # read back from its Keras file
+    again = AutoencoderDetector.load(tmp_path / "again")
+    np.testing.assert_allclose(again.score(data[1]), fitted.score(data[1]), rtol=1e-6)
+
+
 def test_a_model_saved_before_its_layers_file_is_read_from_its_keras_file(fitted, data, tmp_path):
     fitted.save(tmp_path / "model")
     (tmp_path / "model" / detector_module.LAYERS_FILE).unlink()

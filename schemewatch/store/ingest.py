@@ -27,6 +27,7 @@ from schemewatch.store.schema import (
     TRANSACTIONS,
     TRANSACTIONS_NOT_REPLACED,
     _create_indexes,
+    _create_named_indexes,
     _insert_sql,
     rows_by_ids,
 )
@@ -125,8 +126,7 @@ def bulk_load(conn: sqlite3.Connection) -> Iterator[None]:
     finally:
         with _small_page_cache(conn):
             _create_indexes(conn)
-            for name, target in _REGISTRY_INDEXES.items():
-                conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {target}")
+            _create_named_indexes(conn, _REGISTRY_INDEXES)
         conn.execute(_TRANSACTIONS_NOT_REPLACED)
 
 

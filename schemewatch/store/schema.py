@@ -154,7 +154,12 @@ _REGISTRY_INDEXES = {
 def _create_indexes(conn: sqlite3.Connection) -> None:
     for name, columns in _TRANSACTION_INDEXES.items():
         conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {TRANSACTIONS}{columns}")
-    for name, target in _OTHER_INDEXES.items():
+    _create_named_indexes(conn, _OTHER_INDEXES)
+
+
+def _create_named_indexes(conn: sqlite3.Connection, indexes: dict[str, str]) -> None:
+    """Create indexes given as {name: "table(columns)"} unless they exist."""
+    for name, target in indexes.items():
         conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {target}")
 
 
@@ -607,8 +612,7 @@ def _migration_districts_index(conn: sqlite3.Connection) -> None:
     # The dashboard's district filter lists the (state, district) pairs of the registry: read
     # from this index a pair at a time (store/dashboard.py) instead of every beneficiary (2.4 s
     # at 2 million).
-    for name, target in _DISTRICTS_INDEX.items():
-        conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {target}")
+    _create_named_indexes(conn, _DISTRICTS_INDEX)
 
 
 ALERT_OVERVIEW = "alert_overview"
@@ -738,7 +742,7 @@ def connect(
         conn.execute(f"PRAGMA cache_size={-int(cache_kib)}")
         # Fewer, larger checkpoints: bulk writes (backfill, generator) spend less time in fsync.
         conn.execute("PRAGMA wal_autocheckpoint=16384")
-        # Index builds (bulk loads) may sort on a second core.
+        # Index builds may sort on a second core (store/ingest.py's bulk_load, with a small cache).
         conn.execute("PRAGMA threads=2")
     except sqlite3.DatabaseError as exc:
         raise DatabaseError(f"cannot open database {path}: {exc}") from exc

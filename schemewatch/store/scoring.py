@@ -280,11 +280,10 @@ def start_all_entitlements_read(conn):
 def _start_whole_table_read(conn, table: str, columns: tuple, nullable_text: tuple = ()):
     """Begin reading some columns of every row of a table; call the result for a DataFrame.
 
-    Through Arrow in a child process
-    when the database is a file or a server (no Python object per value: 2 million
-    beneficiaries read as tuples took 5 s and 1.2 GB), else row by row. Nullable text is read
-    as '' and turned back into a missing value, as ADBC infers a column's type from its first
-    rows."""
+    Through Arrow in a child process when the database is a file or a server (no Python object
+    per value: 2 million beneficiaries read as tuples took 5 s and 1.2 GB), else row by row.
+    Nullable text is read as '' and turned back into a missing value, as ADBC infers a column's
+    type from its first rows."""
     import pandas as pd
 
     location = location_of(conn)
