@@ -10,7 +10,7 @@ How it learns:
 2. the autoencoder sees the scaled row clipped to the training rows' 0.5-99.5 percentiles, so
    heavy tails do not swamp training and a value beyond anything seen in training cannot be
    reconstructed, only approximated at the edge; with segments, also to the row's own segment's
-   0.1-99.9 percentiles where those are narrower (a value everyday for one kind of row but unheard
+   0.2-99.8 percentiles where those are narrower (a value everyday for one kind of row but unheard
    of for this kind cannot be copied through);
 3. unless `hidden` is given, the layers are sized from the data's width (bottleneck about 3/8
    of the columns); the batch shrinks on small data so every epoch takes several steps;
@@ -77,7 +77,7 @@ INPUT_PERCENTILES = (0.5, 99.5)
 # Within a segment, the input is also clipped to that segment's own (wider) percentiles wherever
 # they are narrower than all rows' range: a value beyond anything seen in rows of its kind cannot
 # be copied through from another kind's habits.
-SEGMENT_INPUT_PERCENTILES = (0.1, 99.9)
+SEGMENT_INPUT_PERCENTILES = (0.2, 99.8)
 TYPICAL_ERROR_QUANTILE = 0.999
 ERROR_FLOOR = 0.01
 MIN_SEGMENT_ROWS = 20_000
