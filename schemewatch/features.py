@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import cached_property, partial
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from schemewatch import schemes
 from schemewatch.geography import haversine_km
+from schemewatch.hashing import arrow_text, id_hashes
 from schemewatch.store import SCORING_COLUMNS
 
 HOUR, DAY = 3600, schemes.DAY
@@ -97,6 +99,25 @@ class Registry:
 
     beneficiaries: pd.DataFrame
     entitlements: pd.DataFrame
+
+    def positions_of(self, ids) -> np.ndarray:
+        """Where each beneficiary id is in the registry's rows (-1: not there).
+
+        Looked up by 64-bit hash (a lookup table of the ids themselves holds a Python string per
+        person: ~300 MB for 2 million), then the text of every hit is compared; after a hash
+        collision, by the text."""
+        index = self._hash_index
+        if index.is_unique:
+            positions = index.get_indexer(id_hashes(ids))
+            hits = np.flatnonzero(positions >= 0)
+            known = arrow_text(self.beneficiaries.index.array).take(positions[hits])
+            if pc.all(pc.equal(known, arrow_text(ids).take(hits))).as_py() is not False:
+                return positions
+        return self.beneficiaries.index.get_indexer(ids)
+
+    @cached_property
+    def _hash_index(self) -> pd.Index:
+        return pd.Index(id_hashes(self.beneficiaries.index.array))
 
 
 @dataclass(frozen=True)
@@ -239,7 +260,7 @@ class _People:
 
 
 def _people(registry: Registry, codes: _Codes) -> _People:
-    positions = registry.beneficiaries.index.get_indexer(codes.beneficiaries)
+    positions = registry.positions_of(codes.beneficiaries)
     return _People(
         positions,
         _rows_at(registry.beneficiaries, positions),
@@ -562,6 +583,15 @@ REGISTRY_COLUMNS = (
 _REGISTRY_COUNTS = REGISTRY_COLUMNS[4:]
 
 
+def _own_copy(ids: pd.Index) -> pd.Index:
+    """The ids in buffers of their own: ids read through Arrow share the buffer of everything read
+    with them (2 million people's whole records, ~200 MB, kept alive by their ids)."""
+    if ids.dtype == object:  # Python strings: nothing shared
+        return ids
+    text = arrow_text(ids.array)
+    return pd.Index(pd.array(text.take(np.arange(len(text))), dtype=ids.dtype), name=ids.name)
+
+
 def build_registry(context: pd.DataFrame, entitlements: pd.DataFrame) -> Registry:
     """Registry from per-beneficiary context (REGISTRY_COLUMNS) and enrolment entitlements."""
     people = context.set_index("beneficiary_id")
@@ -576,13 +606,20 @@ def build_registry(context: pd.DataFrame, entitlements: pd.DataFrame) -> Registr
             "death_time": death_time.to_numpy(float),
             **{name: people[name].to_numpy(float) for name in _REGISTRY_COUNTS},
         },
-        index=people.index,
+        index=_own_copy(people.index),
     )
-    by_scheme = entitlements.pivot(index="beneficiary_id", columns="scheme", values="entitlement")
-    unknown = by_scheme.index.difference(frame.index)
-    if len(unknown):  # entitled but without context: NaN context, as if not found
+    entitled = entitlements["beneficiary_id"]
+    positions = Registry(frame, pd.DataFrame()).positions_of(entitled)
+    if (positions < 0).any():  # entitled but without context: NaN context, as if not found
+        unknown = pd.Index(pd.unique(entitled[positions < 0].to_numpy(object)))
         frame = frame.reindex(frame.index.append(unknown))
-    return Registry(frame, by_scheme.reindex(frame.index).astype(float))
+        positions = Registry(frame, pd.DataFrame()).positions_of(entitled)
+    # A table of people x schemes filled by position (a pivot held every id as a Python string).
+    scheme, names = pd.factorize(entitlements["scheme"], sort=True)
+    table = np.full((len(frame), len(names)), np.nan)
+    table[positions, scheme] = entitlements["entitlement"].to_numpy(float)
+    by_scheme = pd.DataFrame(table, index=frame.index, columns=pd.Index(list(names), name="scheme"))
+    return Registry(frame, by_scheme)
 
 
 def history_needed(batch: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:

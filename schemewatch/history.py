@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from schemewatch import features, store
+from schemewatch.hashing import MISSING, check_hashes, id_hashes, pair
 from schemewatch.schemes import DAY
 
 # Rows read and featurised together: bounds the memory (a 3M-row backfill peaked at 3.1 GB with
@@ -57,28 +58,6 @@ def give_back_freed_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
-# 64-bit hashes of id text: the tail keeps them beside its rows, so finding a batch's history and
-# pruning compare integers, not strings (at 10 million rows the string comparisons cost more than
-# the features). Grouping by hash is checked against the text before anything is dropped.
-_STEP = np.uint64(0x100000001B3)  # the polynomial's base (odd)
-_MISSING = np.uint64(0x5555)  # the hash of a missing value
-
-
-def _mix(z: np.ndarray) -> np.ndarray:
-    """Spread a 64-bit value's bits over all of it (splitmix64's finaliser)."""
-    with np.errstate(over="ignore"):
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
-def _strings(column: pd.Series) -> pa.LargeStringArray:
-    """A text column as one Arrow array (taking rows from one array is much faster than from
-    the chunks a concatenated frame holds)."""
-    array = pa.array(column, type=pa.large_string(), from_pandas=True)
-    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
-
-
 def _merged(sorted_unique: np.ndarray, more: np.ndarray) -> np.ndarray:
     """The sorted union of a sorted array of distinct values and some more values."""
     more = np.unique(more)
@@ -88,54 +67,8 @@ def _merged(sorted_unique: np.ndarray, more: np.ndarray) -> np.ndarray:
     return np.insert(sorted_unique, found[~present], more[~present])
 
 
-def id_hashes(column: pd.Series) -> np.ndarray:
-    """A 64-bit hash of each value of a text column (missing values all hash alike).
-
-    Computed on Arrow's buffers with numpy (pandas' own hashing turns every value into a Python
-    string first: about ten times slower). Equal text, equal hash; different text may collide.
-    """
-    return _polynomial_hashes(column, _STEP, np.uint64(0x9E3779B97F4A7C15))
-
-
-def check_hashes(column: pd.Series) -> np.ndarray:
-    """A second, independent 64-bit hash: two ids with equal `id_hashes` but different check
-    hashes collided; ids equal in both are taken as equal (about one chance in 10^25 otherwise
-    among ten million ids, far below a memory error)."""
-    return _polynomial_hashes(column, np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
-
-
-def _polynomial_hashes(column: pd.Series, step: np.uint64, salt: np.uint64) -> np.ndarray:
-    """Sum of byte x step^position, mod 2^64, with the length and mixed (splitmix64)."""
-    array = _strings(column)
-    if not len(array):
-        return np.zeros(0, np.uint64)
-    _, offsets_buffer, data_buffer = array.buffers()
-    offsets = np.frombuffer(offsets_buffer, np.int64)[array.offset : array.offset + len(array) + 1]
-    lengths = np.diff(offsets)
-    starts = offsets[:-1] - offsets[0]
-    sums = np.zeros(len(array), np.uint64)
-    filled = lengths > 0
-    if filled.any():
-        data = np.frombuffer(data_buffer, np.uint8)[offsets[0] : offsets[-1]]
-        with np.errstate(over="ignore"):
-            powers = np.cumprod(
-                np.r_[np.uint64(1), np.full(int(lengths.max()) - 1, step)], dtype=np.uint64
-            )
-            position = np.arange(len(data)) - np.repeat(starts, lengths)
-            terms = data.astype(np.uint64) * powers[position]
-            sums[filled] = np.add.reduceat(terms, starts[filled])
-    with np.errstate(over="ignore"):
-        hashes = _mix(sums ^ lengths.astype(np.uint64) * salt)
-    if array.null_count:
-        hashes[~np.asarray(array.is_valid())] = _MISSING
-    return hashes
-
-
-def _pair(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return _mix(first * np.uint64(0x9E3779B97F4A7C15) ^ second)
-
-
+# Ids are compared by hash (schemewatch/hashing.py); grouping by hash is checked against the text
+# before anything is dropped.
 _HASHED = {"beneficiary": "beneficiary_id", "account": "account_id", "agent": "agent_id"}
 
 
@@ -149,14 +82,14 @@ class _Hashes:
     def __init__(self, frame: pd.DataFrame):
         for name, column in _HASHED.items():
             setattr(self, name, id_hashes(frame[column]))
-        self.scheme = _pair(self.beneficiary, id_hashes(frame["scheme"]))
-        self.pair = _pair(self.account, self.beneficiary)
-        self.period = _pair(self.scheme, id_hashes(frame["instalment_period"]))
+        self.scheme = pair(self.beneficiary, id_hashes(frame["scheme"]))
+        self.pair = pair(self.account, self.beneficiary)
+        self.period = pair(self.scheme, id_hashes(frame["instalment_period"]))
         beneficiary = check_hashes(frame["beneficiary_id"])
         self.checks = np.column_stack(
             [
-                _pair(beneficiary, check_hashes(frame["scheme"])),
-                _pair(check_hashes(frame["account_id"]), beneficiary),
+                pair(beneficiary, check_hashes(frame["scheme"])),
+                pair(check_hashes(frame["account_id"]), beneficiary),
             ]
         )
 
@@ -426,7 +359,7 @@ def _hashes_collide(keys: np.ndarray, checks: np.ndarray) -> bool:
 def _known(hashes: np.ndarray) -> np.ndarray:
     """The distinct hashes of values that are present."""
     hashes = pd.unique(hashes)
-    return hashes[hashes != _MISSING]
+    return hashes[hashes != MISSING]
 
 
 def _lookup(hashes: np.ndarray) -> pd.Index:

@@ -343,3 +343,30 @@ def test_incremental_batches_match_for_agent_windows_reaching_back_a_day():
         history = features.history_needed(later, earlier)
         part = features.compute_features(later, registry, history)
         np.testing.assert_allclose(part, whole[cut:], rtol=1e-6)
+
+
+def _small_registry() -> features.Registry:
+    people = ["B-1", "B-2", "B-3"]
+    context = pd.DataFrame({"beneficiary_id": people, "home_latitude": [25.0, 26.0, 27.0]})
+    for name in features.REGISTRY_COLUMNS[2:]:
+        context[name] = np.nan if name == "date_of_death" else 1.0
+    context["home_longitude"] = 85.0
+    rights = pd.DataFrame({"beneficiary_id": people, "scheme": "PM_KISAN", "entitlement": 2000.0})
+    return features.build_registry(context[list(features.REGISTRY_COLUMNS)], rights)
+
+
+def test_registry_finds_people_by_hash_and_by_text_when_hashes_collide(monkeypatch):
+    asked = np.array(["B-3", "nobody", "B-1"], dtype=object)
+    assert _small_registry().positions_of(asked).tolist() == [2, -1, 0]
+
+    # Every id hashing alike: the registry's hashes are not unique, so the text decides.
+    monkeypatch.setattr(features, "id_hashes", lambda ids: np.zeros(len(ids), np.uint64))
+    assert _small_registry().positions_of(asked).tolist() == [2, -1, 0]
+
+    # An unknown id sharing a registered id's hash: the text of the hit does not match.
+    def colliding(ids):
+        text = pd.Series(ids).to_numpy(dtype=object)
+        return np.array([3 if value == "nobody" else ord(value[-1]) for value in text], np.uint64)
+
+    monkeypatch.setattr(features, "id_hashes", colliding)
+    assert _small_registry().positions_of(asked).tolist() == [2, -1, 0]
