@@ -115,18 +115,19 @@ def test_training_fits_a_stratified_sample_and_calibrates_on_every_row(generated
     assert 0 <= keys.min() and keys.max() < 1
 
 
-@pytest.mark.parametrize("capacity", [10_000, 100])  # 100: the array must grow while filling
-def test_sample_candidates_compacted_in_place_equal_the_chosen_rows(capacity, monkeypatch):
-    monkeypatch.setattr(modeling, "KEEP_BLOCK", 100)  # many blocks, each moved in place
+def test_training_sample_is_read_back_from_the_spilled_feature_chunks(tmp_path):
     rng = np.random.default_rng(0)
     width = len(features.FEATURE_NAMES)
     chunks = [rng.random((size, width)).astype(np.float32) for size in (700, 1, 2_300)]
-    candidates = modeling._CandidateRows(capacity)
+    spill = modeling._Spill(tmp_path)
     for chunk in chunks:
-        candidates.append(np.asfortranarray(chunk))  # feature chunks come column-major
+        spill.append(np.asfortranarray(chunk))  # feature chunks come column-major
     everything = np.concatenate(chunks)
     chosen = np.sort(rng.choice(len(everything), 1_234, replace=False))
-    assert np.array_equal(candidates.keep(chosen), everything[chosen])
+    assert np.array_equal(spill.rows(chosen), everything[chosen])
+    assert np.array_equal(spill.rows(np.array([700])), everything[[700]])  # the one-row chunk
+    assert spill.rows(np.zeros(0, np.int64)).shape == (0, width)
+    spill.close()
 
 
 def test_threshold_leaves_the_alert_budget_above_it(scored_copy):
