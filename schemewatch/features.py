@@ -19,8 +19,8 @@ import pyarrow.compute as pc
 
 from schemewatch import schemes
 from schemewatch.geography import haversine_km
-from schemewatch.hashing import arrow_text, id_hashes
 from schemewatch.store import SCORING_COLUMNS
+from schemewatch.text_hashes import arrow_text, id_hashes
 
 HOUR, DAY = 3600, schemes.DAY
 # Behaviour is measured over several windows, so a pattern shows whatever its pace.
