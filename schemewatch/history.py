@@ -21,10 +21,21 @@ from schemewatch.schemes import DAY
 from schemewatch.text_hashes import MISSING, check_hashes, id_hashes, pair
 
 # Rows read and featurised together: bounds the memory (a 3M-row backfill peaked at 3.1 GB with
-# 250,000, at 3.9 GB with 500,000, which was about a quarter faster; on 2026-12-07 the feature pass
-# over 3M rows of a 10M database peaked at 2,150 MB with 250,000 and 1,760-1,810 MB with 125,000,
-# in 47-56 s either way).
-CHUNK_ROWS = 125_000
+# 250,000, at 3.9 GB with 500,000, which was about a quarter faster).
+CHUNK_ROWS = 250_000
+# Beyond this many stored rows, chunks are half as large: the registry and the tail grow with the
+# population, so the chunk gives way. On 2026-12-07, the feature pass over 3M rows of a 10M
+# database peaked at 2,150 MB with 250,000 rows and 1,760-1,810 MB with 125,000 (47-56 s either
+# way); a 10M backfill at 3,090 MB and 273 s with 250,000, 2,934 MB and 298 s with 125,000; a 1M
+# backfill at 1,159 MB and 17.8 s with 250,000, 956 MB and 21.8 s with 125,000.
+LARGE_STORE_ROWS = 4_000_000
+
+
+def chunk_rows(stored_rows: int) -> int:
+    """How many rows to featurise at a time in a store of this many rows."""
+    return CHUNK_ROWS if stored_rows <= LARGE_STORE_ROWS else CHUNK_ROWS // 2
+
+
 # How far back the agent windows reach (HISTORY_NEEDS names it whatever windows features.py has).
 AGENT_REACH = features.HISTORY_NEEDS["agent"]
 # How far back any behavioural window reaches. features.py has no single constant for it yet
@@ -443,11 +454,13 @@ def needed_history(conn, tail: Tail, batch: pd.DataFrame, through_id: int) -> pd
     return needed
 
 
-def feature_chunks(db_path: Path, conn, registry, size: int = CHUNK_ROWS):
-    """(rows, feature matrix) for every stored transaction, `size` ids at a time."""
+def feature_chunks(db_path: Path, conn, registry, size: int | None = None):
+    """(rows, feature matrix) for every stored transaction, `size` ids at a time (by default
+    as `chunk_rows` says for the store's size)."""
     tail = Tail()
     through = 0
-    for rows in read_chunks(db_path, 0, store.last_transaction_id(conn), size):
+    last = store.last_transaction_id(conn)
+    for rows in read_chunks(db_path, 0, last, size or chunk_rows(last)):
         matrix = features.compute_features(
             rows, registry, needed_history(conn, tail, rows, through)
         )

@@ -64,7 +64,7 @@ class Monitor:
         model_dir: Path,
         *,
         batch_size: int = BACKFILL_BATCH,
-        chunk_size: int = history.CHUNK_ROWS,
+        chunk_size: int | None = None,  # None: history.chunk_rows for the store's size
         busy_timeout_ms: int = 10_000,
     ):
         self.db_path = store.locate(db_path)
@@ -95,7 +95,8 @@ class Monitor:
         """Stream the rows already scored into the tail, chunk by chunk (once per model version)."""
         if self.tail_through != cursor:
             self.tail, self.awaiting_tail = history.Tail(), []
-            for rows in history.read_chunks(self.db_path, 0, cursor, self.chunk_size):
+            size = self.chunk_size or history.chunk_rows(cursor)
+            for rows in history.read_chunks(self.db_path, 0, cursor, size):
                 self.tail.add(rows)
             self.tail.settle()
             self.tail_through = cursor
@@ -147,9 +148,10 @@ class Monitor:
         try:
             # The first chunk is read in a child (and, for a backfill, the whole registry on the
             # writing thread, SQLite letting go of the interpreter) while the model loads here.
-            chunks = history.read_chunks(self.db_path, cursor, through, self.chunk_size)
+            size = self.chunk_size or history.chunk_rows(last)
+            chunks = history.read_chunks(self.db_path, cursor, through, size)
             registry = None
-            if min(through - cursor, self.chunk_size) > FULL_REGISTRY_ROWS:
+            if min(through - cursor, size) > FULL_REGISTRY_ROWS:
                 registry = self._start_whole_registry(writer, connection)
             else:
                 self.whole_registry = None  # live ticks read their people's rows only

@@ -115,6 +115,18 @@ def test_training_fits_a_stratified_sample_and_calibrates_on_every_row(generated
     assert 0 <= keys.min() and keys.max() < 1
 
 
+def test_chunks_are_halved_in_a_large_store(generated_db, monkeypatch):
+    conn = store.open_database(generated_db)
+    registry = modeling.load_registry(conn)
+    monkeypatch.setattr(history, "CHUNK_ROWS", 2_000)
+    sizes = [len(rows) for rows, _ in history.feature_chunks(generated_db, conn, registry)]
+    assert sizes == [2_000, 2_000, 2_000]  # 6,000 rows: not a large store
+    monkeypatch.setattr(history, "LARGE_STORE_ROWS", 5_000)
+    sizes = [len(rows) for rows, _ in history.feature_chunks(generated_db, conn, registry)]
+    conn.close()
+    assert sizes == [1_000] * 6
+
+
 def test_training_sample_is_read_back_from_the_spilled_feature_chunks(tmp_path):
     rng = np.random.default_rng(0)
     width = len(features.FEATURE_NAMES)
