@@ -10,8 +10,8 @@ windows reach (see `HISTORY_NEEDS`).
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from functools import cached_property, partial
+from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -99,6 +99,15 @@ class Registry:
 
     beneficiaries: pd.DataFrame
     entitlements: pd.DataFrame
+    # 64-bit hashes of the beneficiaries' ids, in their order (computed unless given: 2 s for
+    # 2 million people, so build_registry hands over the ones it already made)
+    hashed_ids: pd.Index | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.hashed_ids is None:
+            object.__setattr__(
+                self, "hashed_ids", pd.Index(id_hashes(self.beneficiaries.index.array))
+            )
 
     def positions_of(self, ids) -> np.ndarray:
         """Where each beneficiary id is in the registry's rows (-1: not there).
@@ -106,18 +115,13 @@ class Registry:
         Looked up by 64-bit hash (a lookup table of the ids themselves holds a Python string per
         person: ~300 MB for 2 million), then the text of every hit is compared; after a hash
         collision, by the text."""
-        index = self._hash_index
-        if index.is_unique:
-            positions = index.get_indexer(id_hashes(ids))
+        if self.hashed_ids.is_unique:
+            positions = self.hashed_ids.get_indexer(id_hashes(ids))
             hits = np.flatnonzero(positions >= 0)
             known = arrow_text(self.beneficiaries.index.array).take(positions[hits])
             if pc.all(pc.equal(known, arrow_text(ids).take(hits))).as_py() is not False:
                 return positions
         return self.beneficiaries.index.get_indexer(ids)
-
-    @cached_property
-    def _hash_index(self) -> pd.Index:
-        return pd.Index(id_hashes(self.beneficiaries.index.array))
 
 
 @dataclass(frozen=True)
@@ -609,17 +613,18 @@ def build_registry(context: pd.DataFrame, entitlements: pd.DataFrame) -> Registr
         index=_own_copy(people.index),
     )
     entitled = entitlements["beneficiary_id"]
-    positions = Registry(frame, pd.DataFrame()).positions_of(entitled)
+    people_only = Registry(frame, pd.DataFrame())
+    positions = people_only.positions_of(entitled)
     if (positions < 0).any():  # entitled but without context: NaN context, as if not found
         unknown = pd.Index(pd.unique(entitled[positions < 0].to_numpy(object)))
-        frame = frame.reindex(frame.index.append(unknown))
-        positions = Registry(frame, pd.DataFrame()).positions_of(entitled)
+        people_only = Registry(frame.reindex(frame.index.append(unknown)), pd.DataFrame())
+        frame, positions = people_only.beneficiaries, people_only.positions_of(entitled)
     # A table of people x schemes filled by position (a pivot held every id as a Python string).
     scheme, names = pd.factorize(entitlements["scheme"], sort=True)
     table = np.full((len(frame), len(names)), np.nan)
     table[positions, scheme] = entitlements["entitlement"].to_numpy(float)
     by_scheme = pd.DataFrame(table, index=frame.index, columns=pd.Index(list(names), name="scheme"))
-    return Registry(frame, by_scheme)
+    return Registry(frame, by_scheme, people_only.hashed_ids)
 
 
 def history_needed(batch: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
