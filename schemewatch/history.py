@@ -169,6 +169,55 @@ class _Part:
         frame = pd.concat([part.frame for part in parts], ignore_index=True)
         return _Part(frame, _Hashes.joined([part.hashes for part in parts]))
 
+    def owned(self) -> _Part:
+        """This part with a frame and hashes of its own (the same arrays), which `gathered` may
+        take apart without touching the frame a caller handed to the tail."""
+        hashes = _Hashes.__new__(_Hashes)
+        for name in _Hashes.FIELDS:
+            setattr(hashes, name, getattr(self.hashes, name))
+        return _Part(self.frame.copy(deep=False), hashes, self.alive)
+
+    @staticmethod
+    def gathered(parts: list[_Part]) -> _Part:
+        """The carried rows of these parts (the tail's own: see `owned`) as one part, built a
+        column at a time, each column of the parts let go once copied: the parts are used up.
+
+        Copying whole parts, then joining them, held the old rows twice over at once: over the
+        first 8M rows of a 10M database (125,000-row chunks) the feature pass peaked at 2,653 MB
+        while compacting, 2,402 MB this way, in the same time."""
+        if len(parts) == 1 and parts[0].alive.all():
+            return parts[0]
+        kept = [None if part.alive.all() else np.flatnonzero(part.alive) for part in parts]
+        for part in parts:
+            part._sorted.clear()
+            part.paid_at = None
+        columns = {}
+        for name in list(parts[0].frame.columns):
+            columns[name] = pd.concat(
+                [
+                    part.frame[name] if rows is None else part.frame[name].take(rows)
+                    for part, rows in zip(parts, kept, strict=True)
+                ],
+                ignore_index=True,
+            )
+            for part in parts:
+                del part.frame[name]
+        hashes = _Hashes.__new__(_Hashes)
+        for name in _Hashes.FIELDS:
+            setattr(
+                hashes,
+                name,
+                np.concatenate(
+                    [
+                        getattr(part.hashes, name)[slice(None) if rows is None else rows]
+                        for part, rows in zip(parts, kept, strict=True)
+                    ]
+                ),
+            )
+            for part in parts:
+                setattr(part.hashes, name, None)
+        return _Part(pd.DataFrame(columns, copy=False), hashes)
+
 
 class Tail:
     """The earlier transactions later rows' features can reach, kept bounded.
@@ -276,20 +325,22 @@ class Tail:
             start += len(at)
         arrived = keep[start:]
         if arrived.any():
-            self.old.append(leaving if arrived.all() else leaving.take(arrived))
+            self.old.append(leaving.owned() if arrived.all() else leaving.take(arrived))
 
     def _compact(self) -> None:
         carried = sum(len(part) for part in self.old)
         held = sum(len(part.frame) for part in self.old)
         if len(self.old) > self.MOST_OLD_PARTS or carried < held * 2 / 3:
-            self.old = [_Part.joined(self.old)] if carried else []
+            parts, self.old = self.old, []
+            self.old = [_Part.gathered(parts)] if carried else []
 
     def settle(self) -> None:
         """Prune, and hold the old rows and the recent rows as one part each, before live ticks
         ask (a tick then goes over two parts)."""
         self.prune()
         if self.old:
-            self.old = [_Part.joined(self.old)]
+            parts, self.old = self.old, []
+            self.old = [_Part.gathered(parts)]
         if self.recent:
             self.recent = [_Part.joined(self.recent)]
 

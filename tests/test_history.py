@@ -1,0 +1,62 @@
+"""The history tail that chunked features carry: what compaction keeps and what it leaves alone."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from schemewatch import history, store
+from schemewatch.schemes import DAY
+
+
+def _carried(tail: history.Tail) -> pd.DataFrame:
+    frames = pd.concat(tail.frames, ignore_index=True)
+    return frames.sort_values("transaction_id", ignore_index=True)
+
+
+def _batches(template, apart: bool) -> list[pd.DataFrame]:
+    rows = store.transactions_for_scoring(template, 0, 6_000)
+    batches = [rows.iloc[s : s + 300].reset_index(drop=True) for s in range(0, len(rows), 300)]
+    if not apart:
+        return batches
+    # Each batch paid months after the one before, to people of its own: it leaves the recent
+    # rows whole, as the very frame it was handed in.
+    for number, batch in enumerate(batches):
+        batch["paid_at"] = batch["paid_at"].iloc[0] + number * 100 * DAY + np.arange(len(batch))
+        batch["beneficiary_id"] = "lone-" + batch["transaction_id"].astype(str)
+        batch["account_id"] = "own-" + batch["transaction_id"].astype(str)
+    return batches
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["as-generated", "batches-apart"])
+def test_compacting_the_tail_keeps_its_rows_and_leaves_the_callers_frames_whole(
+    generated_template, monkeypatch, apart
+):
+    """Old rows gathered into one part column by column are the rows carried before, with
+    matching id hashes; the frames handed to the tail keep every column and value."""
+    batches = _batches(generated_template, apart)
+    originals = [batch.copy() for batch in batches]
+    monkeypatch.setattr(history.Tail, "PRUNE_ROWS", 300)
+    monkeypatch.setattr(history.Tail, "MOST_OLD_PARTS", 2)
+    compact = history.Tail._compact
+    gathered = []
+
+    def checked_compact(tail):
+        before, parts = _carried(tail), len(tail.old)
+        compact(tail)
+        if parts > len(tail.old):
+            gathered.append(parts)
+            pd.testing.assert_frame_equal(_carried(tail), before)
+
+    monkeypatch.setattr(history.Tail, "_compact", checked_compact)
+    tail = history.Tail()
+    for batch in batches:
+        tail.add(batch)
+    tail.settle()
+    assert gathered and len(tail.old) == 1 and tail.old[0].alive.all()
+    for part in tail.parts:
+        np.testing.assert_array_equal(
+            part.hashes.beneficiary, history.id_hashes(part.frame["beneficiary_id"])
+        )
+        np.testing.assert_array_equal(part.paid_at, part.frame["paid_at"].to_numpy())
+    for batch, original in zip(batches, originals, strict=True):
+        pd.testing.assert_frame_equal(batch, original)
