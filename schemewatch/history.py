@@ -511,10 +511,15 @@ def feature_chunks(db_path: Path, conn, registry, size: int | None = None):
     tail = Tail()
     through = 0
     last = store.last_transaction_id(conn)
+    previous = None
     for rows in read_chunks(db_path, 0, last, size or chunk_rows(last)):
+        # A chunk joins the tail when the next one needs it: after the last chunk, pruning and
+        # compacting a tail nothing will read was the training pass's last and largest peak.
+        if previous is not None:
+            tail.add(previous)
         matrix = features.compute_features(
             rows, registry, needed_history(conn, tail, rows, through)
         )
         yield rows, matrix
-        tail.add(rows)
+        previous = rows
         through = int(rows["transaction_id"].max())

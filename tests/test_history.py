@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from schemewatch import history, store
+from schemewatch import features, generator, history, modeling, store
 from schemewatch.schemes import DAY
 
 
@@ -60,3 +60,29 @@ def test_compacting_the_tail_keeps_its_rows_and_leaves_the_callers_frames_whole(
         np.testing.assert_array_equal(part.paid_at, part.frame["paid_at"].to_numpy())
     for batch, original in zip(batches, originals, strict=True):
         pd.testing.assert_frame_equal(batch, original)
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory):
+    """A 400-row generated year (small enough to read a row at a time)."""
+    path = tmp_path_factory.mktemp("small") / "small.db"
+    conn = store.open_database(path)
+    generator.generate(conn, transactions=400, seed=11, anomaly_rate=0.05)
+    conn.close()
+    return path
+
+
+@pytest.mark.parametrize("size", [1, 7, 400])
+def test_feature_chunks_equal_the_whole_table(small_store, monkeypatch, size):
+    """The streamed pipeline training uses (the tail pruned every 5 rows) gives every row the
+    values of one computation over the whole table, whatever the chunk size."""
+    monkeypatch.setattr(history.Tail, "PRUNE_ROWS", 5)
+    conn = store.open_database(small_store)
+    registry = modeling.load_registry(conn)
+    whole = store.transactions_for_scoring(small_store, 0)
+    expected = features.compute_features(whole, registry)
+    chunks = list(history.feature_chunks(small_store, conn, registry, size=size))
+    assert len(chunks) == -(-len(whole) // size)
+    rows = pd.concat([rows for rows, _ in chunks], ignore_index=True)
+    assert rows["transaction_id"].tolist() == whole["transaction_id"].tolist()
+    np.testing.assert_allclose(np.concatenate([m for _, m in chunks]), expected, rtol=1e-6)
