@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date
 
 import numpy as np
@@ -44,14 +44,6 @@ def build_payments(
     seed: int, transactions: int, anomaly_rate: float, end_date: date, days: int = 365
 ) -> tuple[World, Payments]:
     """The world and exactly `transactions` payments (honest and labelled fraud), in time order."""
-    world, plan = plan_payments(seed, transactions, anomaly_rate, end_date, days)
-    return world, Payments.concat(list(plan.chunks(max(len(plan), 1))))
-
-
-def plan_payments(
-    seed: int, transactions: int, anomaly_rate: float, end_date: date, days: int = 365
-) -> tuple[World, PaymentPlan]:
-    """The world and the plan of its payments (see PaymentPlan), without copying them all."""
     if transactions < 1:
         raise GenerationError("--transactions must be at least 1")
     if not 0 <= anomaly_rate <= 0.5:
@@ -61,14 +53,8 @@ def plan_payments(
     start_day = end_day - days
     budgets = typology_budgets(round(transactions * anomaly_rate))
     world, honest = _honest_year(rng, transactions, start_day, end_day)
-    pool = Pool(
-        honest,
-        np.ones(len(honest), bool),
-        start_day * schemes.DAY - schemes.IST_OFFSET_SECONDS,
-        end_day * schemes.DAY - schemes.IST_OFFSET_SECONDS,
-    )
-    injections = [INJECTORS[t](rng, world, pool, budgets[t]) for t in TYPOLOGIES]
-    return world, _exactly(rng, transactions, pool, injections)
+    untouched, injections = _inject(rng, world, honest, budgets, start_day, end_day)
+    return world, _exactly(rng, transactions, honest, untouched, injections)
 
 
 def _honest_year(rng, transactions: int, start_day: int, end_day: int) -> tuple[World, Payments]:
@@ -90,53 +76,61 @@ def _honest_deaths(rng, world: World, start_day: int, end_day: int) -> None:
     world.death_day[dies] = rng.integers(start_day, end_day, dies.sum())
 
 
-@dataclass
-class PaymentPlan:
-    """Which honest rows of the pool are kept, the injected rows, and the time order of both.
+def _inject(rng, world: World, honest: Payments, budgets: dict, start_day: int, end_day: int):
+    """Each typology's injection, and which honest rows are still untouched (a mask).
 
-    The payments are taken a chunk at a time when written, so the whole year is never copied
-    (a sorted copy of 10 million payments is about a gigabyte).
+    The pool's lookups (hundreds of megabytes at 10 million payments) go with it, before the
+    year is put together.
     """
-
-    honest: Payments
-    kept: np.ndarray  # positions in `honest`
-    injected: Payments
-    order: np.ndarray  # positions in [kept honest rows..., injected rows...], by payment time
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def chunks(self, size: int):
-        """The payments in time order, `size` at a time."""
-        for start in range(0, len(self.order), size):
-            positions = self.order[start : start + size]
-            from_honest = positions < len(self.kept)
-            parts = Payments.concat(
-                [
-                    self.honest.take(self.kept[positions[from_honest]]),
-                    self.injected.take(positions[~from_honest] - len(self.kept)),
-                ]
-            )
-            where = np.concatenate([np.flatnonzero(from_honest), np.flatnonzero(~from_honest)])
-            yield parts.take(np.argsort(where))
+    pool = Pool(
+        honest,
+        np.ones(len(honest), bool),
+        start_day * schemes.DAY - schemes.IST_OFFSET_SECONDS,
+        end_day * schemes.DAY - schemes.IST_OFFSET_SECONDS,
+    )
+    injections = [INJECTORS[t](rng, world, pool, budgets[t]) for t in TYPOLOGIES]
+    return pool.free, injections
 
 
-def _exactly(rng, transactions: int, pool: Pool, injections) -> PaymentPlan:
-    """Injected rows, the honest rows they rely on, and enough other honest rows to total N."""
-    consumed = np.zeros(len(pool.payments), bool)
+def _exactly(rng, transactions: int, honest: Payments, untouched, injections) -> Payments:
+    """Injected rows, the honest rows they rely on, and enough other honest rows to total N, in
+    time order. The honest year's columns are dropped as the year is put together."""
+    injected = Payments.concat([i.rows for i in injections])
+    kept = _kept_honest_rows(rng, transactions - len(injected), untouched, injections)
+    return _in_time_order(honest, kept, injected)
+
+
+def _kept_honest_rows(rng, count: int, untouched: np.ndarray, injections) -> np.ndarray:
+    """`count` honest rows (ascending): those the injections rely on, and random untouched ones."""
+    consumed = np.zeros(len(untouched), bool)
     for injection in injections:
         consumed[injection.consumed] = True
-    required = ~pool.free & ~consumed
-    injected = Payments.concat([i.rows for i in injections])
-    room = transactions - len(injected) - int(required.sum())
-    optional = np.flatnonzero(pool.free)
+    required = ~untouched & ~consumed
+    room = count - int(required.sum())
+    optional = np.flatnonzero(untouched)
     if room < 0 or room > len(optional):
         raise GenerationError("anomaly rate too high for this many transactions")
-    keep = required.copy()
+    keep = required
     keep[rng.choice(optional, size=room, replace=False)] = True
-    kept = np.flatnonzero(keep)
-    paid_at = np.concatenate([pool.payments.paid_at[kept], injected.paid_at])
-    return PaymentPlan(pool.payments, kept, injected, np.argsort(paid_at, kind="stable"))
+    return np.flatnonzero(keep)
+
+
+def _in_time_order(honest: Payments, kept: np.ndarray, injected: Payments) -> Payments:
+    """The kept honest rows and the injected rows in time order (stable: as Payments.concat of
+    the two, then sorted_by_time), one column at a time, each honest column dropped once copied:
+    the honest year is never held twice."""
+    order = np.argsort(np.concatenate([honest.paid_at[kept], injected.paid_at]), kind="stable")
+    columns = {}
+    for field in fields(Payments):
+        columns[field.name] = _moved_out(honest, kept, injected, field.name)[order]
+    return Payments(**columns)
+
+
+def _moved_out(honest: Payments, kept: np.ndarray, injected: Payments, name: str) -> np.ndarray:
+    """One column of the kept honest rows then the injected rows; the honest column is dropped."""
+    column = np.concatenate([getattr(honest, name)[kept], getattr(injected, name)])
+    setattr(honest, name, None)
+    return column
 
 
 def generate(
@@ -151,7 +145,7 @@ def generate(
     """Generate and store a synthetic year; refuses a database that already holds payments."""
     started = time.perf_counter()
     check_empty(conn)
-    world, plan = plan_payments(seed, transactions, anomaly_rate, end_date)
+    world, payments = build_payments(seed, transactions, anomaly_rate, end_date)
     # The payments' references are to the world written just before them, in the same commit.
     with (
         store.written_in_place(conn),
@@ -160,11 +154,11 @@ def generate(
         store.bulk_load(conn),
     ):
         write_world(conn, world, end_day=day_number(end_date))
-        write_payments(conn, world, plan, first_id=1, progress=progress)
+        write_payments(conn, world, payments, first_id=1, progress=progress)
         store.set_metadata(conn, "generator_seed", str(seed))
         store.set_metadata(conn, "generator_end_date", end_date.isoformat())
     return GenerationSummary(
-        transactions=len(plan),
+        transactions=len(payments),
         beneficiaries=world.size,
         payout_agents=len(world.agent_ids),
         anomalies=store.typology_counts(conn),
@@ -303,19 +297,15 @@ def payment_rows(world: World, payments: Payments, first_id: int) -> tuple[list,
     return list(zip(*columns, strict=True)), truth
 
 
-def write_payments(conn, world: World, payments, first_id: int, progress=None) -> None:
-    """Store payments (a Payments batch or a PaymentPlan) and their labels, in chunks, inside
-    the caller's write transaction.
+def write_payments(conn, world: World, payments: Payments, first_id: int, progress=None) -> None:
+    """Store payments and their labels, in chunks, inside the caller's write transaction.
 
     A helper thread builds the next chunk's rows while SQLite stores this one (SQLite lets go
     of the interpreter while it works).
     """
-    if isinstance(payments, Payments):
-        chunks = (
-            payments.take(slice(s, s + WRITE_CHUNK)) for s in range(0, len(payments), WRITE_CHUNK)
-        )
-    else:
-        chunks = payments.chunks(WRITE_CHUNK)
+    chunks = (
+        payments.take(slice(s, s + WRITE_CHUNK)) for s in range(0, len(payments), WRITE_CHUNK)
+    )
 
     def build(chunk, start):
         return len(chunk), *payment_rows(world, chunk, start)

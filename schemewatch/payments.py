@@ -26,24 +26,27 @@ TYPOLOGIES = (
 BEHAVIOURAL_TYPOLOGIES = tuple(t for t in TYPOLOGIES if t != "over_entitlement")
 LABELS = (NORMAL, *TYPOLOGIES)
 NO_AGENT = -1
+# Beneficiaries, accounts and agents (indexes into a World) and group numbers fit 32 bits: half
+# the room of int64 in a year of payments (224 MB less at 10 million).
+INDEX = np.int32
 
 
 @dataclass
 class Payments:
     """Parallel arrays, one entry per payment."""
 
-    beneficiary: np.ndarray  # int64
+    beneficiary: np.ndarray  # INDEX
     scheme: np.ndarray  # int8
     period: np.ndarray  # object (str)
     amount: np.ndarray  # float64 rupees
     paid_at: np.ndarray  # int64 unix seconds
     latitude: np.ndarray
     longitude: np.ndarray
-    account: np.ndarray  # int64
-    agent: np.ndarray  # int64, NO_AGENT for bank credits
+    account: np.ndarray  # INDEX
+    agent: np.ndarray  # INDEX, NO_AGENT for bank credits
     channel: np.ndarray  # int8
     label: np.ndarray  # int8 index into LABELS
-    group: np.ndarray  # int64, -1 for normal rows
+    group: np.ndarray  # INDEX, -1 for normal rows
 
     def __len__(self) -> int:
         return len(self.beneficiary)
@@ -71,18 +74,18 @@ class Payments:
     def empty() -> Payments:
         """A batch with no rows."""
         return Payments(
-            beneficiary=np.empty(0, np.int64),
+            beneficiary=np.empty(0, INDEX),
             scheme=np.empty(0, np.int8),
             period=np.empty(0, object),
             amount=np.empty(0, float),
             paid_at=np.empty(0, np.int64),
             latitude=np.empty(0, float),
             longitude=np.empty(0, float),
-            account=np.empty(0, np.int64),
-            agent=np.empty(0, np.int64),
+            account=np.empty(0, INDEX),
+            agent=np.empty(0, INDEX),
             channel=np.empty(0, np.int8),
             label=np.empty(0, np.int8),
-            group=np.empty(0, np.int64),
+            group=np.empty(0, INDEX),
         )
 
     def sorted_by_time(self) -> Payments:

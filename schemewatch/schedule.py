@@ -16,7 +16,7 @@ import numpy as np
 
 from schemewatch import schemes
 from schemewatch.geography import haversine_km
-from schemewatch.payments import NO_AGENT, Payments
+from schemewatch.payments import INDEX, NO_AGENT, Payments
 from schemewatch.population import World
 
 EPOCH = date(1970, 1, 1)
@@ -67,23 +67,62 @@ def normal_payments(
         else:
             enrolments = chosen[world.enrolment_scheme[chosen] == scheme]
         if len(enrolments):
-            enrolment, day, period, amount = build(rng, world, enrolments, start_day, end_day)
-            keep = (day >= start_day - 7) & (day < end_day)
-            paid = settle(rng, world, enrolment[keep], day[keep], period[keep], amount[keep])
-            parts.append(paid.take(_inside(paid.paid_at, start_day, end_day)))
+            # The whole schedule lives only until its part within reach is taken, and that part
+            # only until it is settled (hundreds of megabytes each at 10 million payments).
+            scheduled = _within_reach(
+                build(rng, world, enrolments, start_day, end_day), start_day, end_day
+            )
+            paid = settle(rng, world, *scheduled)
+            del scheduled
+            parts.append(_only(paid, _inside(paid.paid_at, start_day, end_day)))
     return _concat_in_time_order(parts) if parts else Payments.empty()
+
+
+def _within_reach(scheduled: tuple, start_day: int, end_day: int) -> tuple:
+    """The instalments due from a week before the year (paid later, on a market day, they may
+    still fall inside it) to its end."""
+    enrolment, day, period, amount = scheduled
+    keep = (day >= start_day - 7) & (day < end_day)
+    return enrolment[keep], day[keep], period[keep], amount[keep]
+
+
+def _only(payments: Payments, rows) -> Payments:
+    """Keep only some rows of a batch, in place, one column at a time (a copy of the whole batch
+    beside it would be the year's peak)."""
+    for field in fields(Payments):
+        setattr(payments, field.name, getattr(payments, field.name)[rows])
+    return payments
 
 
 def _concat_in_time_order(parts: list[Payments]) -> Payments:
     """Payments.concat(parts).sorted_by_time(), one field at a time, freeing the parts as it goes
-    (the year's payments are held about once instead of three times)."""
-    order = np.argsort(np.concatenate([p.paid_at for p in parts]), kind="stable")
-    columns = {}
-    for field in fields(Payments):
-        columns[field.name] = np.concatenate([getattr(p, field.name) for p in parts])[order]
-        for part in parts:
-            setattr(part, field.name, None)
-    return Payments(**columns)
+    (the year's payments are held about once instead of three times).
+
+    Each part's rows are written straight to their places: a concatenated copy of a column
+    beside the sorted one would be the year's peak.
+    """
+    destination = _places_in_time_order([p.paid_at for p in parts])
+    return Payments(**{f.name: _gathered(parts, f.name, destination) for f in fields(Payments)})
+
+
+def _gathered(parts: list[Payments], name: str, destination: np.ndarray) -> np.ndarray:
+    """One column of all the parts, each row at its destination; the parts' own are dropped."""
+    column = np.empty(len(destination), np.result_type(*(getattr(p, name) for p in parts)))
+    start = 0
+    for part in parts:
+        rows = getattr(part, name)
+        column[destination[start : start + len(rows)]] = rows
+        start += len(rows)
+        setattr(part, name, None)
+    return column
+
+
+def _places_in_time_order(times: list[np.ndarray]) -> np.ndarray:
+    """Where each row of the concatenated times goes when they are sorted (stably)."""
+    order = np.argsort(np.concatenate(times), kind="stable")
+    destination = np.empty_like(order)
+    destination[order] = np.arange(len(order))
+    return destination
 
 
 def _inside(paid_at: np.ndarray, start_day: int, end_day: int) -> np.ndarray:
@@ -110,18 +149,18 @@ def settle(rng, world: World, enrolment, day, period, amount) -> Payments:
     lon = np.where(at_agent_point, world.agent_lon[agent], world.home_lon[beneficiary])
     n = len(day)
     return Payments(
-        beneficiary=beneficiary.astype(np.int64),
+        beneficiary=beneficiary.astype(INDEX),
         scheme=world.enrolment_scheme[enrolment].astype(np.int8),
         period=period.astype(object),
-        amount=np.round(amount.astype(float), 2),
+        amount=np.round(amount.astype(float, copy=False), 2),  # np.round makes the copy
         paid_at=(day.astype(np.int64) * schemes.DAY + seconds - schemes.IST_OFFSET_SECONDS),
         latitude=lat,
         longitude=lon,
-        account=world.account[beneficiary].astype(np.int64),
-        agent=agent.astype(np.int64),
+        account=world.account[beneficiary].astype(INDEX),
+        agent=agent.astype(INDEX),
         channel=channel.astype(np.int8),
         label=np.zeros(n, np.int8),
-        group=np.full(n, -1, np.int64),
+        group=np.full(n, -1, INDEX),
     )
 
 

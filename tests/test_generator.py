@@ -1,6 +1,7 @@
 import hashlib
 import sqlite3
 import subprocess
+from dataclasses import fields
 from datetime import date
 
 import numpy as np
@@ -10,7 +11,8 @@ from conftest import PYTHON, ROOT
 from schemewatch import generator, schemes, store
 from schemewatch.errors import GenerationError
 from schemewatch.geography import haversine_km, load_districts, on_land
-from schemewatch.payments import BEHAVIOURAL_TYPOLOGIES, LABELS, TYPOLOGIES
+from schemewatch.payments import BEHAVIOURAL_TYPOLOGIES, INDEX, LABELS, TYPOLOGIES, Payments
+from schemewatch.schedule import _concat_in_time_order
 
 pytestmark = pytest.mark.both_engines
 
@@ -345,3 +347,48 @@ def test_a_two_month_pension_arrear_always_follows_an_unpaid_month(families):
         previous = f"{year - (month == 1)}-{(month - 2) % 12 + 1:02d}"
         if previous >= first_month:
             assert (payments.beneficiary[i], previous) not in paid
+
+
+def _random_payments(rng, count: int) -> Payments:
+    """Payments with random values, many at the same second (to see that sorting is stable)."""
+    return Payments(
+        beneficiary=rng.integers(0, 50, count).astype(INDEX),
+        scheme=rng.integers(0, 5, count).astype(np.int8),
+        period=np.array([f"P{i}" for i in rng.integers(0, 9, count)], object),
+        amount=rng.random(count),
+        paid_at=rng.integers(0, 30, count),
+        latitude=rng.random(count),
+        longitude=rng.random(count),
+        account=rng.integers(0, 60, count).astype(INDEX),
+        agent=rng.integers(-1, 9, count).astype(INDEX),
+        channel=rng.integers(0, 4, count).astype(np.int8),
+        label=rng.integers(0, len(LABELS), count).astype(np.int8),
+        group=rng.integers(-1, 99, count).astype(INDEX),
+    )
+
+
+def _assert_same_rows(got: Payments, wanted: Payments) -> None:
+    for field in fields(Payments):
+        assert getattr(got, field.name).dtype == getattr(wanted, field.name).dtype, field.name
+        assert np.array_equal(getattr(got, field.name), getattr(wanted, field.name)), field.name
+
+
+def test_the_year_put_in_order_column_by_column_equals_concatenating_then_sorting():
+    rng = np.random.default_rng(3)
+    honest, injected = _random_payments(rng, 500), _random_payments(rng, 40)
+    kept = np.sort(rng.choice(500, 300, replace=False))
+    wanted = Payments.concat([honest.take(kept), injected]).sorted_by_time()
+    _assert_same_rows(generator._in_time_order(honest, kept, injected), wanted)
+
+
+def test_honest_parts_gathered_in_time_order_equal_concatenating_then_sorting():
+    rng = np.random.default_rng(4)
+    parts = [_random_payments(rng, count) for count in (200, 1, 350, 90)]
+    wanted = Payments.concat([part.copy() for part in parts]).sorted_by_time()
+    _assert_same_rows(_concat_in_time_order(parts), wanted)
+
+
+def test_a_generated_years_indexes_take_32_bits(families):
+    _, payments = families
+    for name in ("beneficiary", "account", "agent", "group"):
+        assert getattr(payments, name).dtype == np.int32, name
