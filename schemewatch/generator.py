@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,9 @@ DEFAULT_ANOMALY_RATE = 0.01
 DEFAULT_END_DATE = date(2026, 10, 31)
 PAYMENTS_PER_BENEFICIARY_GUESS = 6.0
 WRITE_CHUNK = 100_000
+# Blocks of this size and more are mapped from the system and given back to it when freed.
+LARGE_BLOCK_BYTES = 1 << 20
+M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,7 @@ def generate(
     """Generate and store a synthetic year; refuses a database that already holds payments."""
     started = time.perf_counter()
     check_empty(conn)
+    give_large_blocks_back()
     world, payments = build_payments(seed, transactions, anomaly_rate, end_date)
     # The payments' references are to the world written just before them, in the same commit.
     with (
@@ -164,6 +169,22 @@ def generate(
         anomalies=store.typology_counts(conn),
         seconds=time.perf_counter() - started,
     )
+
+
+def give_large_blocks_back() -> None:
+    """Make the C allocator give freed arrays of LARGE_BLOCK_BYTES or more back to the system at
+    once, for the rest of the process (glibc; elsewhere nothing changes).
+
+    glibc raises that threshold, up to 32 MB, each time it frees a large block; the year's many
+    arrays of a few megabytes then come from its heap, whose holes it keeps. With an honest
+    year of 14 million payments (for 10 million) built, the process held 1,979 MB instead of
+    1,470 MB.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        return
+    mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES)
 
 
 def is_empty(conn: sqlite3.Connection) -> bool:
