@@ -286,6 +286,12 @@ def mask_account(account_id: str) -> str:
     return "X" * max(0, len(account_id) - 4) + account_id[-4:]
 
 
+# Names picked from arrays of Python strings share one string per name: a new string per row
+# and column was a third of the memory of a chunk's rows (100,000 rows: 56 -> 34 MB).
+SCHEME_NAMES = np.array(schemes.SCHEME_CODES, object)
+CHANNEL_NAMES = np.array(schemes.CHANNELS, object)
+
+
 def payment_rows(world: World, payments: Payments, first_id: int) -> tuple[list, list]:
     """Store-ready transaction tuples and ground-truth tuples for a batch of payments."""
     n = len(payments)
@@ -296,7 +302,7 @@ def payment_rows(world: World, payments: Payments, first_id: int) -> tuple[list,
         ids,
         [None] * n,
         world.beneficiary_ids[payments.beneficiary].tolist(),
-        np.array(schemes.SCHEME_CODES)[payments.scheme].tolist(),
+        SCHEME_NAMES[payments.scheme].tolist(),
         payments.period.tolist(),
         payments.amount.tolist(),
         payments.paid_at.tolist(),
@@ -306,9 +312,9 @@ def payment_rows(world: World, payments: Payments, first_id: int) -> tuple[list,
         agent_ids[
             np.where(payments.agent == NO_AGENT, len(world.agent_ids), payments.agent)
         ].tolist(),
-        np.array(schemes.CHANNELS)[payments.channel].tolist(),
-        world.districts.state[district].tolist(),
-        world.districts.name[district].tolist(),
+        CHANNEL_NAMES[payments.channel].tolist(),
+        world.districts.state.astype(object)[district].tolist(),
+        world.districts.name.astype(object)[district].tolist(),
         [store.now()] * n,
     )
     labelled = np.flatnonzero(payments.label > 0)
