@@ -87,8 +87,12 @@ class World:
 
 def phone_hashes(numbers: np.ndarray, salt: str) -> np.ndarray:
     """Salted one-way hashes of phone numbers: linkable, never reversible to the number."""
+    # As Python ints: formatting numpy's integers took a third longer (2 million: 3.3 -> 2.4 s).
     return np.array(
-        [hashlib.blake2b(f"{salt}{n}".encode(), digest_size=8).hexdigest() for n in numbers]
+        [
+            hashlib.blake2b(f"{salt}{n}".encode(), digest_size=8).hexdigest()
+            for n in np.asarray(numbers).tolist()
+        ]
     )
 
 
@@ -200,11 +204,13 @@ def _home_agents(rng, agent_district: np.ndarray, district: np.ndarray) -> np.nd
 
 def _enrolments(rng, districts, district, persona, enrolled_day) -> dict:
     """Scheme enrolments with each beneficiary's entitlement and preferred payout channel."""
-    rates = load_state_rates()
-    state = districts.state[district]
-    wage = np.array([rates[s].mgnrega_daily_wage for s in state])
-    pension = np.array([rates[s].old_age_pension_monthly for s in state])
-    hilly = np.array([rates[s].hilly for s in state])
+    # Looked up once per district, then spread to its people (a lookup per person took seconds
+    # for 2 million people and held every person's state name).
+    by_state = load_state_rates()
+    rates = [by_state[state] for state in districts.state]
+    wage = np.array([r.mgnrega_daily_wage for r in rates])[district]
+    pension = np.array([r.old_age_pension_monthly for r in rates])[district]
+    hilly = np.array([r.hilly for r in rates])[district]
     n = len(district)
     elder, student, adult = (persona == ELDER), (persona == STUDENT), (persona == WORKING_AGE)
     wants = {
