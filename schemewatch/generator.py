@@ -16,7 +16,7 @@ from schemewatch.errors import GenerationError
 from schemewatch.payments import LABELS, NO_AGENT, TYPOLOGIES, Payments
 from schemewatch.population import ELDER, World, build_world
 from schemewatch.schedule import day_number, normal_payments
-from schemewatch.typologies import INJECTORS, Pool
+from schemewatch.typologies import INJECTORS, Pool, row_numbers
 
 DEFAULT_ANOMALY_RATE = 0.01
 DEFAULT_END_DATE = date(2026, 10, 31)
@@ -111,7 +111,7 @@ def _kept_honest_rows(rng, count: int, untouched: np.ndarray, injections) -> np.
         consumed[injection.consumed] = True
     required = ~untouched & ~consumed
     room = count - int(required.sum())
-    optional = np.flatnonzero(untouched)
+    optional = row_numbers(np.flatnonzero(untouched))  # the draw is the same, in half the room
     if room < 0 or room > len(optional):
         raise GenerationError("anomaly rate too high for this many transactions")
     keep = required

@@ -116,7 +116,7 @@ class RowsByKey:
         small = len(keys) > 0 and keys.min() >= -(2**15) and keys.max() < 2**15
         # Stable sorts of 16-bit keys are radix sorts: linear, several times faster.
         sortable = keys.astype(np.int16) if small else keys
-        self.order = _row_numbers(
+        self.order = row_numbers(
             np.argsort(sortable, kind="stable")
             if within is None
             else within[np.argsort(sortable[within], kind="stable")]
@@ -139,10 +139,10 @@ class RowsByKey:
         return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
 
 
-def _row_numbers(positions: np.ndarray) -> np.ndarray:
+def row_numbers(positions: np.ndarray) -> np.ndarray:
     """Row positions as int32 when every row of the year can be numbered so (half the room of
     int64: a lookup over a year of 10 million payments is 56 MB instead of 112)."""
-    return positions.astype(np.int32) if len(positions) < 2**31 else positions
+    return positions.astype(np.int32, copy=False) if len(positions) < 2**31 else positions
 
 
 def _run_starts(values: np.ndarray) -> np.ndarray:
@@ -353,7 +353,7 @@ def shared_account_ring(rng, world: World, pool: Pool, budget: int) -> Injection
     # In the narrowest type that numbers every district (16 bits: 28 MB instead of 112 at 10
     # million payments).
     narrow = np.min_scalar_type(-len(world.districts))
-    district_of_row = world.district[payments.beneficiary].astype(narrow)
+    district_of_row = world.district.astype(narrow)[payments.beneficiary]
     first_paid = np.full(int(payments.beneficiary.max(initial=-1)) + 1, np.iinfo(np.int64).max)
     np.minimum.at(first_paid, payments.beneficiary, payments.paid_at)
     by_beneficiary = pool.rows_by_beneficiary
@@ -481,26 +481,26 @@ class HomesByPeriod:
         """The period's rows (ascending, used or not), which of them (positions) have homes
         within about `km` north or south of the place, and those homes' distances from it; every
         other home is more than `km` away."""
-        rows, by_latitude, home, latitude = self._period(period_code)
+        rows, by_latitude, latitude = self._period(period_code)
         reach = np.degrees(km / EARTH_RADIUS_KM) + self.MARGIN_DEGREES
         low, high = np.searchsorted(latitude, [lat - reach, lat + reach])
-        longitude = self._world.home_lon[home[low:high]]
+        measured = by_latitude[low:high]
+        longitude = self._world.home_lon[self._beneficiary[rows[measured]]]
         distance = haversine_km(latitude[low:high], longitude, lat, lon)
-        return rows, by_latitude[low:high], distance
+        return rows, measured, distance
 
     def _period(self, period_code: int):
-        """The period's rows, and their homes (positions in the rows, beneficiaries, latitude)
-        in order of latitude.
+        """The period's rows, and their homes (positions in the rows, latitude) in order of
+        latitude.
 
-        Kept for every period used (most of them), so kept small: longitudes are looked up for
-        the band measured only.
+        Kept for every period used (most of them), so kept small: whose homes they are and
+        their longitudes are looked up for the band measured only.
         """
         if period_code not in self._periods:
             rows = self._rows.of(period_code)
-            home = self._beneficiary[rows]
-            by_latitude = _row_numbers(np.argsort(self._world.home_lat[home]))
-            home = home[by_latitude]
-            self._periods[period_code] = (rows, by_latitude, home, self._world.home_lat[home])
+            latitude = self._world.home_lat[self._beneficiary[rows]]
+            by_latitude = row_numbers(np.argsort(latitude))
+            self._periods[period_code] = (rows, by_latitude, latitude[by_latitude])
         return self._periods[period_code]
 
 
