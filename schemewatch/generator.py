@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +12,7 @@ import numpy as np
 
 from schemewatch import schemes, store
 from schemewatch.errors import GenerationError
+from schemewatch.freed_memory import give_large_blocks_back
 from schemewatch.payments import LABELS, NO_AGENT, TYPOLOGIES, Payments
 from schemewatch.population import ELDER, World, build_world
 from schemewatch.schedule import day_number, normal_payments
@@ -22,9 +22,6 @@ DEFAULT_ANOMALY_RATE = 0.01
 DEFAULT_END_DATE = date(2026, 10, 31)
 PAYMENTS_PER_BENEFICIARY_GUESS = 6.0
 WRITE_CHUNK = 100_000
-# Blocks of this size and more are mapped from the system and given back to it when freed.
-LARGE_BLOCK_BYTES = 1 << 20
-M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter
 
 
 @dataclass(frozen=True)
@@ -169,22 +166,6 @@ def generate(
         anomalies=store.typology_counts(conn),
         seconds=time.perf_counter() - started,
     )
-
-
-def give_large_blocks_back() -> None:
-    """Make the C allocator give freed arrays of LARGE_BLOCK_BYTES or more back to the system at
-    once, for the rest of the process (glibc; elsewhere nothing changes).
-
-    glibc raises that threshold, up to 32 MB, each time it frees a large block; the year's many
-    arrays of a few megabytes then come from its heap, whose holes it keeps. With an honest
-    year of 14 million payments (for 10 million) built, the process held 1,979 MB instead of
-    1,470 MB.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
-        return
-    mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES)
 
 
 def is_empty(conn: sqlite3.Connection) -> bool:

@@ -27,6 +27,7 @@ import pandas as pd
 from schemewatch import enrolment_counts, features, history, reranker, schemes, store
 from schemewatch.detector import AutoencoderConfig, AutoencoderDetector
 from schemewatch.errors import ModelError
+from schemewatch.freed_memory import give_back_freed_memory
 
 CURRENT_FILE = "current.json"
 CARD_FILE = "model_card.json"
@@ -258,7 +259,7 @@ def train(
         chosen = _stratified_sample(candidates, counts, share)
         del candidates
         # Give freed buffers back before the sample and the fit need the room.
-        history.give_back_freed_memory()
+        give_back_freed_memory()
         sample = spill.rows(np.concatenate(positions)[chosen])
         del positions
         say(f"training the autoencoder on {len(sample):,} of {total:,} rows")
