@@ -129,7 +129,7 @@ class _Codes:
     """Integer codes of the frame's text columns, computed once (text comparisons are slow)."""
 
     beneficiary: np.ndarray
-    beneficiaries: np.ndarray  # unique ids, indexed by code
+    beneficiaries: pd.api.extensions.ExtensionArray  # unique ids, indexed by code
     scheme: np.ndarray
     schemes: np.ndarray
     period: np.ndarray
@@ -147,11 +147,11 @@ def _codes(frame: pd.DataFrame) -> _Codes:
         codes, uniques = pd.factorize(frame[column], use_na_sentinel=True)
         return codes.astype(np.int64), np.asarray(uniques, dtype=object)
 
-    beneficiary, beneficiaries = factorize("beneficiary_id")
+    beneficiary, beneficiaries = factorize_ids(frame["beneficiary_id"])
     scheme, scheme_names = factorize("scheme")
     period, periods = factorize("instalment_period")
-    account, _ = factorize("account_id")
-    agent, _ = factorize("agent_id")
+    account, _ = factorize_ids(frame["account_id"])
+    agent, _ = factorize_ids(frame["agent_id"])
     channel, channels = factorize("channel")
     return _Codes(
         beneficiary,
@@ -167,6 +167,30 @@ def _codes(frame: pd.DataFrame) -> _Codes:
         channel,
         channels,
     )
+
+
+def factorize_ids(column: pd.Series) -> tuple[np.ndarray, pd.api.extensions.ExtensionArray]:
+    """Codes of an id column as pd.factorize gives them (in order of first appearance, -1 where
+    missing) and the distinct ids (Arrow text).
+
+    Grouped by 64-bit hash (factorizing the text itself was a tenth of a 10-million-row feature
+    pass), then every row's text is compared with the first of its group: after a collision,
+    the text is factorized."""
+    text = arrow_text(column)
+    hashes = id_hashes(text)
+    codes, _ = pd.factorize(hashes)
+    firsts = np.flatnonzero(~pd.Series(codes).duplicated().to_numpy())
+    valid = np.asarray(text.is_valid())
+    first_of_row = firsts[codes]
+    alike = pc.all(pc.equal(text, text.take(first_of_row)))
+    if alike.as_py() is False or not np.array_equal(valid, valid[first_of_row]):
+        codes, uniques = pd.factorize(column, use_na_sentinel=True)
+        return codes.astype(np.int64), pd.array(uniques, dtype=column.dtype)
+    if not valid.all():  # the missing values' group: code -1, the codes after it one less
+        missing = codes[np.flatnonzero(~valid)[0]]
+        codes = np.where(codes == missing, -1, codes - (codes > missing))
+        firsts = np.delete(firsts, missing)
+    return codes.astype(np.int64), pd.array(text.take(firsts), dtype=column.dtype)
 
 
 def compute_features(
@@ -375,17 +399,40 @@ def _grouped_order(keys: np.ndarray, paid_at: np.ndarray) -> np.ndarray:
     return np.argsort(keys, kind="stable")
 
 
-def _window_counts(keys, paid_at, amount, window: int, order=None) -> tuple[np.ndarray, np.ndarray]:
-    """Earlier rows with the same key paid within `window` seconds before, and their amount."""
-    order = _grouped_order(keys, paid_at) if order is None else order
-    composite = keys[order].astype(np.int64) * (1 << 34) + paid_at[order]
-    first = np.searchsorted(composite, composite - window, side="left")
-    position = np.arange(len(order))
-    cumulative = np.concatenate([[0.0], np.cumsum(amount[order])])
-    counts, sums = np.empty(len(order)), np.empty(len(order))
-    counts[order] = position - first
-    sums[order] = cumulative[position] - cumulative[first]
-    return counts, sums
+class _TimeWindows:
+    """Rows grouped by key, in time order within a key (`order`): for each window, where each
+    row's window begins, found once and shared by every count and sum over that window."""
+
+    def __init__(self, keys: np.ndarray, paid_at: np.ndarray, order: np.ndarray):
+        self.order = order
+        self.keys = keys[order].astype(np.int64)
+        self.composite = self.keys * (1 << 34) + paid_at[order]
+        self.position = np.arange(len(order))
+        self._firsts: dict[int, np.ndarray] = {}
+
+    def first(self, window: int) -> np.ndarray:
+        """Per ordered row: the first ordered row of its key paid within `window` seconds."""
+        if window not in self._firsts:
+            self._firsts[window] = np.searchsorted(
+                self.composite, self.composite - window, side="left"
+            )
+        return self._firsts[window]
+
+    def counts(self, window: int) -> np.ndarray:
+        """Earlier rows with the same key paid within `window` seconds before (row order)."""
+        counts = np.empty(len(self.order))
+        counts[self.order] = self.position - self.first(window)
+        return counts
+
+    def sums(self, values: np.ndarray, windows) -> list[np.ndarray]:
+        """Per window: the sum of `values` over those earlier rows (row order)."""
+        cumulative = np.concatenate([[0.0], np.cumsum(values[self.order])])
+        out = []
+        for window in windows:
+            sums = np.empty(len(self.order))
+            sums[self.order] = cumulative[self.position] - cumulative[self.first(window)]
+            out.append(sums)
+        return out
 
 
 def _beneficiary_windows(
@@ -400,9 +447,10 @@ def _beneficiary_windows(
     # Per scheme: a pension and a crop instalment drawn in one visit are everyday; the same
     # scheme paid again within hours or days is not.
     beneficiary_scheme = beneficiary * len(codes.schemes) + codes.scheme
-    for name, window in BENEFICIARY_WINDOWS.items():
-        counts, sums = _window_counts(beneficiary_scheme, paid_at, amount, window, scheme_order)
-        out[f"log_scheme_payments_{name}"] = np.log1p(counts)
+    windows = _TimeWindows(beneficiary_scheme, paid_at, scheme_order)
+    amounts = windows.sums(amount, BENEFICIARY_WINDOWS.values())
+    for (name, window), sums in zip(BENEFICIARY_WINDOWS.items(), amounts, strict=True):
+        out[f"log_scheme_payments_{name}"] = np.log1p(windows.counts(window))
         out[f"log_scheme_amount_{name}"] = np.log1p(sums)
     scheme_period = codes.scheme * len(codes.periods) + codes.period
     period_key = beneficiary * (len(codes.schemes) * len(codes.periods)) + scheme_period
@@ -510,17 +558,19 @@ def _account_and_agent(
     out["log_beneficiaries_on_account"] = np.log1p(distinct)
     night = hours_into_night(schemes.local_hours(paid_at))
     short = AGENT_WINDOWS["10min"]
-    counts, night_sum = _window_counts(agent, paid_at, night, short, agent_order)
-    _, km_sum = _window_counts(agent, paid_at, km_from_habit, short, agent_order)
+    windows = _TimeWindows(agent, paid_at, agent_order)
+    counts = windows.counts(short)
+    (night_sum,) = windows.sums(night, [short])
+    (km_sum,) = windows.sums(km_from_habit, [short])
     out["log_agent_payments_10min"] = np.log1p(np.where(has_agent, counts, 0))
     for name, window in AGENT_WINDOWS.items():
         if name != "10min":
-            longer, _ = _window_counts(agent, paid_at, counts, window, agent_order)
+            longer = windows.counts(window)
             out[f"log_agent_payments_{name}"] = np.log1p(np.where(has_agent, longer, 0))
-    windows = [AGENT_WINDOWS[w] for w in AGENT_DISTINCT_WINDOWS]
+    distinct_windows = [AGENT_WINDOWS[w] for w in AGENT_DISTINCT_WINDOWS]
     for name, values in zip(
         AGENT_DISTINCT_WINDOWS,
-        _distinct_in_window(agent, beneficiary, paid_at, windows, agent_order),
+        _distinct_in_window(windows, beneficiary, distinct_windows),
         strict=True,
     ):
         out[f"log_agent_beneficiaries_{name}"] = np.log1p(np.where(has_agent, values, 0))
@@ -537,16 +587,15 @@ def hours_into_night(hour: np.ndarray) -> np.ndarray:
     return np.maximum(0.0, from_midday - HALF_DAY_HOURS)
 
 
-def _distinct_in_window(keys, values, paid_at, windows, order) -> list[np.ndarray]:
+def _distinct_in_window(by_key: _TimeWindows, values, windows) -> list[np.ndarray]:
     """Per window: distinct `values` among this row and earlier rows of the same key within it.
 
     Looks back at most MAX_AGENT_WINDOW_ROWS rows (a cap far above any honest count).
     """
-    k, v, t = keys[order], values[order], paid_at[order]
-    composite = k.astype(np.int64) * (1 << 34) + t
-    firsts = [np.searchsorted(composite, composite - w, side="left") for w in windows]
+    order = by_key.order
+    firsts = [by_key.first(w) for w in windows]
     n = len(order)
-    previous_same = _previous_index(k.astype(np.int64) * (n + 1) + v)
+    previous_same = _previous_index(by_key.keys * (n + 1) + values[order])
     positions = np.arange(n)
     distinct = [np.zeros(n) for _ in windows]
     widest = int(np.argmax(windows))

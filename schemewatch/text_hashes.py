@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 STEP = np.uint64(0x100000001B3)  # the polynomial's base (odd)
 MISSING = np.uint64(0x5555)  # the hash of a missing value
@@ -27,6 +28,8 @@ def _mix(z: np.ndarray) -> np.ndarray:
 def arrow_text(column) -> pa.LargeStringArray:
     """Text (a pandas column or array, or a numpy array of str) as one Arrow array (taking rows
     from one array is much faster than from the chunks a concatenated frame holds)."""
+    if isinstance(column, pa.LargeStringArray):
+        return column
     array = pa.array(column, type=pa.large_string(), from_pandas=True)
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
@@ -48,30 +51,74 @@ def check_hashes(column) -> np.ndarray:
 
 
 def _polynomial_hashes(column, step: np.uint64, salt: np.uint64) -> np.ndarray:
-    """Sum of byte x step^position, mod 2^64, with the length and mixed (splitmix64)."""
+    """Sum of byte x step^position, mod 2^64, with the length and mixed (splitmix64).
+
+    A column of few distinct values (schemes, periods, channels) is hashed once per value; ids
+    of one length (the usual case) a block of rows at a time as a matrix of bytes.
+    """
     array = arrow_text(column)
     if not len(array):
         return np.zeros(0, np.uint64)
-    _, offsets_buffer, data_buffer = array.buffers()
-    offsets = np.frombuffer(offsets_buffer, np.int64)[array.offset : array.offset + len(array) + 1]
-    lengths = np.diff(offsets)
-    starts = offsets[:-1] - offsets[0]
-    sums = np.zeros(len(array), np.uint64)
-    filled = lengths > 0
-    if filled.any():
-        data = np.frombuffer(data_buffer, np.uint8)[offsets[0] : offsets[-1]]
-        with np.errstate(over="ignore"):
-            powers = np.cumprod(
-                np.r_[np.uint64(1), np.full(int(lengths.max()) - 1, step)], dtype=np.uint64
-            )
-            position = np.arange(len(data)) - np.repeat(starts, lengths)
-            terms = data.astype(np.uint64) * powers[position]
-            sums[filled] = np.add.reduceat(terms, starts[filled])
+    if _few_distinct(array):
+        return _hashes_of_distinct(array, step, salt)
+    sums, lengths = _byte_sums(array, step)
     with np.errstate(over="ignore"):
         hashes = _mix(sums ^ lengths.astype(np.uint64) * salt)
     if array.null_count:
         hashes[~np.asarray(array.is_valid())] = MISSING
     return hashes
+
+
+SAMPLE_ROWS = 4096  # rows looked at to tell a column of few distinct values
+BLOCK_ROWS = 1 << 18  # rows of one length hashed at a time (bounds the matrix of bytes)
+
+
+def _few_distinct(array: pa.LargeStringArray) -> bool:
+    """Whether the first rows hold at most a quarter as many distinct values as rows."""
+    sample = array.slice(0, SAMPLE_ROWS)
+    return len(sample) >= 64 and 4 * len(pc.unique(sample)) <= len(sample)
+
+
+def _hashes_of_distinct(array: pa.LargeStringArray, step: np.uint64, salt: np.uint64):
+    """Hash each distinct value once (Arrow's dictionary encoding), then spread to the rows."""
+    encoded = pc.dictionary_encode(array)
+    distinct = _polynomial_hashes(encoded.dictionary, step, salt)
+    indices = encoded.indices
+    if not indices.null_count:
+        return distinct[indices.to_numpy()]
+    hashes = distinct[pc.fill_null(indices, 0).to_numpy()] if len(distinct) else MISSING
+    hashes = np.broadcast_to(hashes, len(array)).copy()
+    hashes[~np.asarray(indices.is_valid())] = MISSING
+    return hashes
+
+
+def _byte_sums(array: pa.LargeStringArray, step: np.uint64) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the sum of byte x step^position (mod 2^64), and the row's length in bytes."""
+    _, offsets_buffer, data_buffer = array.buffers()
+    offsets = np.frombuffer(offsets_buffer, np.int64)[array.offset : array.offset + len(array) + 1]
+    lengths = np.diff(offsets)
+    sums = np.zeros(len(array), np.uint64)
+    filled = lengths > 0
+    if not filled.any():
+        return sums, lengths
+    data = np.frombuffer(data_buffer, np.uint8)[offsets[0] : offsets[-1]]
+    longest = int(lengths.max())
+    with np.errstate(over="ignore"):
+        powers = np.cumprod(np.r_[np.uint64(1), np.full(longest - 1, step)], dtype=np.uint64)
+        if (lengths[filled] == longest).all():
+            # Every non-empty row has the same length: its bytes are a matrix, one row each
+            # (unsigned integer matrix products wrap around, as the sum does).
+            matrix = data.reshape(-1, longest)
+            rows = np.flatnonzero(filled)
+            for start in range(0, len(rows), BLOCK_ROWS):
+                block = slice(start, start + BLOCK_ROWS)
+                sums[rows[block]] = matrix[block].astype(np.uint64) @ powers
+        else:
+            starts = offsets[:-1] - offsets[0]
+            position = np.arange(len(data)) - np.repeat(starts, lengths)
+            terms = data.astype(np.uint64) * powers[position]
+            sums[filled] = np.add.reduceat(terms, starts[filled])
+    return sums, lengths
 
 
 def pair(first: np.ndarray, second: np.ndarray) -> np.ndarray:

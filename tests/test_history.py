@@ -86,3 +86,25 @@ def test_feature_chunks_equal_the_whole_table(small_store, monkeypatch, size):
     rows = pd.concat([rows for rows, _ in chunks], ignore_index=True)
     assert rows["transaction_id"].tolist() == whole["transaction_id"].tolist()
     np.testing.assert_allclose(np.concatenate([m for _, m in chunks]), expected, rtol=1e-6)
+
+
+def test_finding_a_parts_rows_by_hash_matches_membership_even_where_leading_bits_agree():
+    """Rows are found by a binary search of their hashes' leading bits, then compared whole:
+    hashes that differ only in their trailing bits, or repeat, are told apart as np.isin does."""
+    generator_of = np.random.default_rng(3)
+    hashes = generator_of.integers(0, 2**63, 50_000, dtype=np.int64).astype(np.uint64)
+    hashes[:10] = (hashes[0] >> np.uint64(30) << np.uint64(30)) + np.arange(10, dtype=np.uint64)
+    hashes[10:20] = hashes[5]
+    frame = pd.DataFrame({"paid_at": np.arange(len(hashes))})
+    part = history._Part(frame, history._Hashes.__new__(history._Hashes))
+    part.hashes.beneficiary = hashes
+    asked = np.concatenate(
+        [
+            generator_of.choice(hashes, 2_000),
+            generator_of.integers(0, 2**63, 2_000, dtype=np.int64).astype(np.uint64),
+            hashes[[3, 10]],
+            hashes[[0]] + np.uint64(100),  # the same leading bits as the first ten, not one of them
+        ]
+    )
+    for values in (asked, asked[:0], hashes[[7]]):
+        assert np.array_equal(part.rows_with("beneficiary", values), np.isin(hashes, values))
