@@ -142,16 +142,24 @@ class _Codes:
     channels: np.ndarray
 
 
-def _codes(frame: pd.DataFrame) -> _Codes:
-    def factorize(column):
-        codes, uniques = pd.factorize(frame[column], use_na_sentinel=True)
-        return codes.astype(np.int64), np.asarray(uniques, dtype=object)
+def _codes(frame: pd.DataFrame, time_order: np.ndarray | None = None) -> _Codes:
+    """Codes of the frame's text columns; with `time_order`, of the frame's rows in that order
+    (numbered as if the frame had been put in that order first: reordering the frame's text
+    columns cost more than renumbering the codes)."""
 
-    beneficiary, beneficiaries = factorize_ids(frame["beneficiary_id"])
+    def factorize(column):
+        if column in _ID_COLUMNS:
+            codes, uniques = factorize_ids(frame[column])
+        else:
+            codes, uniques = pd.factorize(frame[column], use_na_sentinel=True)
+            codes, uniques = codes.astype(np.int64), np.asarray(uniques, dtype=object)
+        return (codes, uniques) if time_order is None else _renumbered(codes[time_order], uniques)
+
+    beneficiary, beneficiaries = factorize("beneficiary_id")
     scheme, scheme_names = factorize("scheme")
     period, periods = factorize("instalment_period")
-    account, _ = factorize_ids(frame["account_id"])
-    agent, _ = factorize_ids(frame["agent_id"])
+    account, _ = factorize("account_id")
+    agent, _ = factorize("agent_id")
     channel, channels = factorize("channel")
     return _Codes(
         beneficiary,
@@ -193,6 +201,20 @@ def factorize_ids(column: pd.Series) -> tuple[np.ndarray, pd.api.extensions.Exte
     return codes.astype(np.int64), pd.array(text.take(firsts), dtype=column.dtype)
 
 
+_ID_COLUMNS = ("beneficiary_id", "account_id", "agent_id")
+# What the features read of a row besides its text columns (which only _codes reads).
+_NUMBERS = ("transaction_id", "paid_at", "amount", "latitude", "longitude")
+
+
+def _renumbered(codes: np.ndarray, uniques) -> tuple[np.ndarray, object]:
+    """Codes renumbered in order of first appearance (-1, missing, kept), with their values."""
+    present = codes >= 0
+    numbered, seen = pd.factorize(codes[present])
+    renumbered = np.full(len(codes), -1, np.int64)
+    renumbered[present] = numbered
+    return renumbered, uniques[seen]
+
+
 def compute_features(
     batch: pd.DataFrame, registry: Registry, history: pd.DataFrame | None = None
 ) -> np.ndarray:
@@ -201,10 +223,12 @@ def compute_features(
         return np.zeros((0, len(FEATURE_NAMES)), np.float32)
     frame = batch if history is None or len(history) == 0 else _with_history(batch, history)
     time_order = np.lexsort((frame["transaction_id"].to_numpy(), frame["paid_at"].to_numpy()))
-    if not np.array_equal(time_order, np.arange(len(frame))):
-        frame = frame.iloc[time_order]
+    if np.array_equal(time_order, np.arange(len(frame))):
+        codes = _codes(frame)
+    else:
+        codes = _codes(frame, time_order)
+        frame = frame[list(_NUMBERS)].iloc[time_order]
     frame = frame.reset_index(drop=True)
-    codes = _codes(frame)
     pick = _positions_of(batch, frame)
     people = _people(registry, codes)
     # Values of the row alone only for the batch's rows (the history's are not returned), but

@@ -54,10 +54,10 @@ def _merged(sorted_unique: np.ndarray, more: np.ndarray) -> np.ndarray:
     return np.insert(sorted_unique, found[~present], more[~present])
 
 
-def _by_hash(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Rows in order of their hash's leading bits, those leading bits in that order, and how many
-    bits were shifted off: a binary search of the leading bits finds a hash's rows, which are
-    then compared whole.
+def _by_hash(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Rows in order of their hash's leading bits, those leading bits in that order, where each
+    run of equal leading bits ends, and how many bits were shifted off: a binary search of the
+    leading bits finds a hash's rows, which are then compared whole.
 
     Each hash's trailing bits are replaced by its row number and the keys sorted as values:
     numpy sorts 64-bit values several times faster than it sorts positions by them (argsort),
@@ -68,7 +68,9 @@ def _by_hash(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     keys.sort()
     rows = (keys & np.uint64((1 << shift) - 1)).astype(np.int64)
     keys >>= np.uint64(shift)
-    return rows, keys, shift
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.repeat(np.r_[starts[1:], len(keys)], np.diff(np.r_[starts, len(keys)]))
+    return rows, keys, ends.astype(np.int32 if len(keys) < 2**31 else np.int64), shift
 
 
 # Ids are compared by hash (schemewatch/text_hashes.py); grouping by hash is checked against the
@@ -119,7 +121,7 @@ class _Part:
         self.frame, self.hashes = frame, hashes
         self.alive = np.ones(len(frame), bool) if alive is None else alive
         self.paid_at = frame["paid_at"].to_numpy()
-        self._sorted: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+        self._sorted: dict[str, tuple] = {}
 
     def rows_with(self, field: str, values: np.ndarray) -> np.ndarray:
         """Whether each row's `field` hash is one of `values`, found by binary search in the
@@ -127,18 +129,20 @@ class _Part:
         one of millions of carried rows instead took most of finding the history)."""
         if field not in self._sorted:
             self._sorted[field] = _by_hash(getattr(self.hashes, field))
-        rows, prefixes, shift = self._sorted[field]
+        rows, prefixes, ends, shift = self._sorted[field]
+        found = np.zeros(len(rows), bool)
+        if not len(rows):
+            return found
         # Sorted needles: numpy's binary search starts each from where the previous one ended,
         # instead of a random walk through millions of hashes for each (most of finding a
         # chunk's history at 10 million rows).
         values = np.sort(values)
         wanted = values >> shift
         first = np.searchsorted(prefixes, wanted, side="left")
-        counts = np.searchsorted(prefixes, wanted, side="right") - first
-        found = np.zeros(len(rows), bool)
-        hit = counts > 0
+        hit = prefixes[np.minimum(first, len(rows) - 1)] == wanted
         if hit.any():
-            first, counts, values = first[hit], counts[hit], values[hit]
+            first, values = first[hit], values[hit]
+            counts = ends[first] - first
             steps = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
             candidates = rows[np.repeat(first, counts) + steps]
             # A row sharing only the leading bits with a value asked about is not one of them.
@@ -151,6 +155,13 @@ class _Part:
 
     def take(self, rows: np.ndarray) -> _Part:
         return _Part(self.frame[rows].reset_index(drop=True), self.hashes.take(rows))
+
+    def without(self, rows: np.ndarray) -> _Part:
+        """This part with `rows` marked dropped (the same frame, hashes and search index: copying
+        the rows staying was a third of pruning)."""
+        part = _Part(self.frame, self.hashes, self.alive & ~rows)
+        part.paid_at, part._sorted = self.paid_at, self._sorted
+        return part
 
     def carried(self) -> _Part:
         """This part without the rows dropped."""
@@ -289,13 +300,14 @@ class Tail:
         leaving, staying = [], []
         for part in self.recent:
             older = part.paid_at < horizon
-            if older.all():
-                leaving.append(part)
-            elif older.any():
-                leaving.append(part.take(older))
-                staying.append(part.take(~older))
-            else:
+            leaves, stays = older & part.alive, ~older & part.alive
+            if not leaves.any():
                 staying.append(part)
+            elif not stays.any():
+                leaving.append(part if part.alive.all() else part.take(leaves))
+            else:
+                leaving.append(part.take(leaves))
+                staying.append(part.without(older))
         self.recent = staying
         self.horizon = horizon
         if leaving:
