@@ -86,9 +86,8 @@ def _hashes_of_distinct(array: pa.LargeStringArray, step: np.uint64, salt: np.ui
     indices = encoded.indices
     if not indices.null_count:
         return distinct[indices.to_numpy()]
-    hashes = distinct[pc.fill_null(indices, 0).to_numpy()] if len(distinct) else MISSING
-    hashes = np.broadcast_to(hashes, len(array)).copy()
-    hashes[~np.asarray(indices.is_valid())] = MISSING
+    hashes = np.full(len(array), MISSING, np.uint64)
+    hashes[np.asarray(indices.is_valid())] = distinct[indices.drop_null().to_numpy()]
     return hashes
 
 
